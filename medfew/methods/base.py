@@ -1,0 +1,96 @@
+"""The contract every few-shot method follows.
+
+A method is an ``nn.Module`` holding its meta-learned parameters (a backbone and any extras). The
+training loop, evaluation and the clinician session only ever call:
+
+* ``adapt(support_images, support_labels) -> AdaptedModel`` then ``adapted.predict(query_images)``;
+* ``training_step(episodes) -> StepOutput`` during meta-training, which leaves meta-gradients in
+  ``.grad`` of ``parameters()`` for the shared optimiser to apply.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from medfew.data.episode import Episode
+
+
+@dataclass
+class StepOutput:
+    """What one meta-training step reports (detached scalars, for logging).
+
+    Attributes:
+        loss: Mean query loss over the meta-batch.
+        accuracy: Mean query accuracy over the meta-batch.
+    """
+
+    loss: torch.Tensor
+    accuracy: torch.Tensor
+
+
+class AdaptedModel(ABC):
+    """A model adapted to one support set; maps query images to logits over its classes."""
+
+    n_classes: int
+
+    @abstractmethod
+    def predict(self, query_images: torch.Tensor) -> torch.Tensor:
+        """Score query images.
+
+        Args:
+            query_images: ``(M, C, H, W)`` float32.
+
+        Returns:
+            ``(M, N)`` logits (differentiable with respect to ``query_images`` for saliency).
+        """
+
+    def embed(self, images: torch.Tensor) -> torch.Tensor | None:
+        """``(M, C, H, W) -> (M, D)`` features used for out-of-distribution checks, or ``None``."""
+        return None
+
+
+class FewShotMethod(nn.Module, ABC):
+    """Base class of all methods. Subclasses set ``name`` and implement ``adapt`` and ``episode_loss``."""
+
+    name: str = ""
+
+    def __init__(self, backbone: nn.Module) -> None:
+        super().__init__()
+        self.backbone = backbone
+
+    @abstractmethod
+    def adapt(self, support_images: torch.Tensor, support_labels: torch.Tensor) -> AdaptedModel:
+        """Adapt to a support set.
+
+        Args:
+            support_images: ``(N*K, C, H, W)`` float32.
+            support_labels: ``(N*K,)`` int64 in ``[0, N)``.
+        """
+
+    @abstractmethod
+    def episode_loss(self, episode: Episode) -> tuple[torch.Tensor, torch.Tensor]:
+        """Differentiable query loss of one episode and its ``(M, N)`` query logits."""
+
+    def training_step(self, episodes: Sequence[Episode]) -> StepOutput:
+        """Compute the meta-loss of a meta-batch and backpropagate it into ``.grad``.
+
+        The default averages ``episode_loss`` over the episodes; methods with a different outer update
+        (Reptile) override this and write their update direction into ``.grad`` instead.
+        """
+        total_loss = torch.zeros(())
+        total_acc = torch.zeros(())
+        for episode in episodes:
+            loss, logits = self.episode_loss(episode)
+            (loss / len(episodes)).backward()
+            total_loss = total_loss + loss.detach().float().cpu()
+            total_acc = total_acc + (logits.argmax(-1) == episode.query_labels).float().mean().detach().cpu()
+        return StepOutput(loss=total_loss / len(episodes), accuracy=total_acc / len(episodes))
+
+    def hyperparameters(self) -> dict:
+        """JSON-serialisable hyperparameters, saved in checkpoints and rebuilt by the registry."""
+        return {}
