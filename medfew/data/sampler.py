@@ -1,0 +1,245 @@
+"""N-way K-shot Q-query episode sampling from one or more ``ImagePool`` domains.
+
+Every episode is a pure function of ``(seed, index)``: the same index always gives the same episode,
+whatever was sampled before. That makes evaluation reproducible across methods, resume exact, and
+distributed training trivial (each rank takes its own indices).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+
+from medfew.data.episode import Episode
+from medfew.data.pool import ImagePool
+from medfew.errors import EpisodeError, NotEnoughImagesError
+
+logger = logging.getLogger(__name__)
+
+TooFewPolicy = Literal["error", "skip", "limit_queries"]
+Augment = Callable[[torch.Tensor], torch.Tensor]
+Normalize = Callable[[torch.Tensor], torch.Tensor]
+
+_RETRIES = 8
+
+
+@dataclass(frozen=True)
+class _ClassIndex:
+    """The images of one class of one pool, grouped by patient (or one group per image)."""
+
+    pool: int
+    label: int
+    name: str
+    groups: tuple[np.ndarray, ...]
+    n_images: int
+    query_capacity: int  # queries available after the least wasteful group-disjoint support draw
+
+    @staticmethod
+    def build(pool_index: int, pool: ImagePool, label: int, shots: int) -> _ClassIndex:
+        members = np.flatnonzero(pool.labels.numpy() == label)
+        if pool.groups is None:
+            groups = tuple(members[i : i + 1] for i in range(members.size))
+        else:
+            ids = pool.groups.numpy()[members]
+            known = sorted(set(ids[ids >= 0].tolist()))
+            groups = tuple(members[ids == g] for g in known)
+            groups += tuple(members[i : i + 1] for i in np.flatnonzero(ids < 0))
+        sizes = sorted(len(g) for g in groups)
+        taken, used = 0, 0
+        for size in sizes:
+            if taken >= shots:
+                break
+            taken += size
+            used += 1
+        capacity = sum(sizes[used:]) if taken >= shots else 0
+        return _ClassIndex(pool_index, label, pool.class_names[label], groups, int(members.size), capacity)
+
+    def draw(self, rng: np.random.Generator, shots: int, queries: int) -> tuple[np.ndarray, np.ndarray]:
+        """Draw ``shots`` support and up to ``queries`` query indices from disjoint groups."""
+        orders = [rng.permutation(len(self.groups)) for _ in range(_RETRIES)]
+        orders.append(np.argsort([len(g) for g in self.groups], kind="stable"))  # always feasible
+        best: tuple[np.ndarray, np.ndarray] | None = None
+        for order in orders:
+            support_parts, n_support, cut = [], 0, 0
+            for cut, g in enumerate(order, start=1):
+                support_parts.append(self.groups[g])
+                n_support += len(self.groups[g])
+                if n_support >= shots:
+                    break
+            rest = [self.groups[g] for g in order[cut:]]
+            candidates = np.concatenate(rest) if rest else np.empty(0, dtype=np.int64)
+            support = rng.permutation(np.concatenate(support_parts))[:shots]
+            query = rng.permutation(candidates)[:queries]
+            if best is None or query.size > best[1].size:
+                best = (support, query)
+            if query.size >= queries:
+                break
+        assert best is not None
+        return best
+
+
+class EpisodeSampler:
+    """Draws N-way K-shot Q-query episodes, deterministically for a given seed.
+
+    By default each episode comes from one pool (domain). When pools carry groups (patient ids),
+    support and query never share a group. Classes that cannot provide ``shots + queries``
+    group-disjoint images are handled by ``too_few``: ``"error"`` names them, ``"skip"`` drops them
+    (with a warning), ``"limit_queries"`` keeps every class that has at least ``shots + 1`` and gives it
+    fewer queries.
+
+    Args:
+        pools: One or more pools with images of the same ``(C, H, W)``.
+        ways: Classes per episode ``N``.
+        shots: Support images per class ``K``.
+        queries: Query images per class ``Q``.
+        seed: Base seed; episode ``i`` depends only on ``(seed, i)``.
+        too_few: Policy for classes with too few images (see above).
+        allow_fewer_ways: Let a pool with fewer than ``ways`` usable classes (but at least 2) give
+            episodes over all its classes instead of being left out.
+        mix_domains: Draw the classes of an episode from all pools together instead of from one.
+        normalize: Applied to every episode batch ``(B, C, H, W)`` after augmentation (e.g. z-score).
+        augment: Training-time augmentation of ``(B, C, H, W)`` float batches in ``[0, 1]``; ``None``
+            at evaluation. If it has ``set_random_state(seed)`` it is reseeded per episode.
+
+    Raises:
+        NotEnoughImagesError: A class is too small (policy ``"error"``) or no pool can give ``ways``
+            classes.
+        EpisodeError: Pools disagree on image shape, or bad ``ways``/``shots``/``queries``.
+    """
+
+    def __init__(
+        self,
+        pools: Sequence[ImagePool],
+        *,
+        ways: int,
+        shots: int,
+        queries: int,
+        seed: int = 0,
+        too_few: TooFewPolicy = "error",
+        allow_fewer_ways: bool = False,
+        mix_domains: bool = False,
+        normalize: Normalize | None = None,
+        augment: Augment | None = None,
+    ) -> None:
+        if not pools:
+            raise EpisodeError("EpisodeSampler needs at least one pool")
+        if ways < 2 or shots < 1 or queries < 1:
+            raise EpisodeError(f"need ways >= 2, shots >= 1, queries >= 1; got ways={ways}, shots={shots}, queries={queries}")
+        if too_few not in ("error", "skip", "limit_queries"):
+            raise EpisodeError(f"too_few must be 'error', 'skip' or 'limit_queries', got {too_few!r}")
+        shapes = {p.image_shape for p in pools}
+        if len(shapes) > 1:
+            raise EpisodeError(f"pools differ in image shape: { {p.name: p.image_shape for p in pools} }")
+        self.pools = tuple(pools)
+        self.ways, self.shots, self.queries, self.seed = ways, shots, queries, seed
+        self.mix_domains = mix_domains
+        self.normalize = normalize
+        self.augment = augment
+        self.class_vocabulary: tuple[str, ...] = tuple(f"{p.name}/{c}" for p in pools for c in p.class_names)
+        self._vocab_index = {name: i for i, name in enumerate(self.class_vocabulary)}
+        self._domains = self._index_classes(too_few, allow_fewer_ways)
+
+    # ------------------------------------------------------------------ construction
+    def _index_classes(self, too_few: TooFewPolicy, allow_fewer_ways: bool) -> list[list[_ClassIndex]]:
+        need = self.shots + self.queries
+        minimum = need if too_few != "limit_queries" else self.shots + 1
+        per_pool: list[list[_ClassIndex]] = []
+        for i, pool in enumerate(self.pools):
+            kept, small = [], []
+            for label in range(len(pool.class_names)):
+                entry = _ClassIndex.build(i, pool, label, self.shots)
+                if self.shots + entry.query_capacity >= minimum:
+                    kept.append(entry)
+                else:
+                    small.append(entry)
+            if small:
+                detail = "; ".join(
+                    f"class {e.name!r} of {pool.name!r} has {e.n_images} images in {len(e.groups)} "
+                    f"{'patients' if pool.groups is not None else 'images'}"
+                    f" ({self.shots + e.query_capacity} usable group-disjoint)"
+                    for e in small
+                )
+                asked = f"{self.shots} shots + {self.queries} queries = {need} per class"
+                if too_few == "error":
+                    hint = "use too_few='limit_queries' (CLI: --allow-fewer-queries) or 'skip'"
+                    raise NotEnoughImagesError(f"{detail}; asked {asked}; {hint}")
+                logger.warning("leaving out classes with too few images (%s): %s", asked, detail)
+            per_pool.append(kept)
+        if self.mix_domains:
+            domains = [[e for kept in per_pool for e in kept]]
+        else:
+            domains = per_pool
+        usable = []
+        for d, entries in enumerate(domains):
+            name = "mixed" if self.mix_domains else self.pools[d].name
+            if len(entries) >= self.ways or (allow_fewer_ways and len(entries) >= 2):
+                usable.append(entries)
+            elif len(domains) > 1:
+                logger.warning("pool %r has %d usable classes < ways=%d: left out", name, len(entries), self.ways)
+            else:
+                raise NotEnoughImagesError(
+                    f"pool {name!r} has {len(entries)} usable classes but ways={self.ways} was asked"
+                )
+        if not usable:
+            raise NotEnoughImagesError(f"no pool can give {self.ways}-way episodes: {[p.name for p in self.pools]}")
+        return usable
+
+    # ------------------------------------------------------------------ sampling
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """``(C, H, W)`` of the episode images."""
+        return self.pools[0].image_shape
+
+    def sample(self, index: int) -> Episode:
+        """Build episode number ``index`` (deterministic for ``(seed, index)``)."""
+        if index < 0:
+            raise EpisodeError(f"episode index must be >= 0, got {index}")
+        rng = np.random.default_rng([self.seed, index])
+        entries = self._domains[int(rng.integers(len(self._domains)))]
+        ways = min(self.ways, len(entries))
+        chosen = [entries[i] for i in rng.choice(len(entries), size=ways, replace=False)]
+        support: list[torch.Tensor] = []
+        query: list[torch.Tensor] = []
+        support_labels: list[int] = []
+        query_labels: list[int] = []
+        for label, entry in enumerate(chosen):
+            s, q = entry.draw(rng, self.shots, self.queries)
+            pool = self.pools[entry.pool]
+            support.append(pool.as_float(torch.from_numpy(s)))
+            query.append(pool.as_float(torch.from_numpy(q)))
+            support_labels += [label] * len(s)
+            query_labels += [label] * len(q)
+        images = torch.cat(support + query)
+        if self.augment is not None:
+            if hasattr(self.augment, "set_random_state"):
+                self.augment.set_random_state(seed=int(rng.integers(2**31)))
+            images = self.augment(images)
+        if self.normalize is not None:
+            images = self.normalize(images)
+        n_support = len(support_labels)
+        sources = {self.pools[e.pool].name for e in chosen}
+        return Episode(
+            support_images=images[:n_support].contiguous(),
+            support_labels=torch.tensor(support_labels, dtype=torch.int64),
+            query_images=images[n_support:].contiguous(),
+            query_labels=torch.tensor(query_labels, dtype=torch.int64),
+            class_names=tuple(self._class_name(e) for e in chosen),
+            source=sources.pop() if len(sources) == 1 else "mixed",
+            global_class_ids=torch.tensor(
+                [self._vocab_index[f"{self.pools[e.pool].name}/{e.name}"] for e in chosen], dtype=torch.int64
+            ),
+        )
+
+    def _class_name(self, entry: _ClassIndex) -> str:
+        # Mixed episodes qualify names by domain: "normal" of two datasets are different classes.
+        return f"{self.pools[entry.pool].name}/{entry.name}" if self.mix_domains else entry.name
+
+    def episodes(self, n: int, start: int = 0) -> Iterator[Episode]:
+        """Yield episodes ``start, ..., start + n - 1``."""
+        for index in range(start, start + n):
+            yield self.sample(index)
