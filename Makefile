@@ -1,0 +1,32 @@
+# Each user-facing target sets up .venv itself when it is missing, so a fresh clone needs nothing else.
+# torch is installed first and pinned, before anything that depends on it: an unpinned torch would
+# resolve to a multi-GB CUDA build. Override with `make TORCH_SPEC='torch==X' ...` if you need another.
+PYTHON ?= python3
+TORCH_SPEC ?= torch==2.13.0
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.medfew-installed
+PYTEST_ARGS ?=
+
+.PHONY: setup test test-fast app benchmark clean-venv
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install --quiet -e '.[app,dev]'
+	touch $(STAMP)
+
+setup: $(STAMP)  ## create .venv with medfew and its app/dev extras
+
+test: $(STAMP)  ## the whole test suite
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-fast: $(STAMP)  ## unit tests only (no slow integration runs, no browser)
+	$(BIN)/python -m pytest -m "not slow and not browser" $(PYTEST_ARGS)
+
+benchmark: $(STAMP)  ## print sampler throughput (episodes per second)
+	$(BIN)/python benchmarks/sampler_speed.py
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,210 @@
+"""The ``medfew`` command line: thin commands over the library (the only place that reads argv/YAML).
+
+    medfew data list
+    medfew data inspect PATH [--json]
+    medfew data fetch NAME... [--size 28|64|128|224]
+    medfew train --config FILE [--set section.key=value ...] [--out RUN_DIR]
+    medfew evaluate --checkpoint RUN_DIR|FILE|default (--folder DIR | --manifest FILE | --dataset NAME) ...
+
+Every user error (bad file, unknown key, too few images) is printed as one line naming the file or
+key, with exit status 2; there is never a traceback for bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from medfew import __version__
+from medfew.errors import ConfigError, MedfewError
+
+
+# ---------------------------------------------------------------------- data
+def _cmd_data_list(args: argparse.Namespace) -> int:
+    from medfew.data.catalog import dataset_info, list_datasets
+
+    rows = []
+    for name in list_datasets():
+        info = dataset_info(name)
+        rows.append({"name": name, "modality": getattr(info, "modality", ""), "classes": len(info.class_names)})
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        for row in rows:
+            print(f"{row['name']:<24} {row['classes']:>3} classes  {row['modality']}")
+    return 0
+
+
+def _cmd_data_inspect(args: argparse.Namespace) -> int:
+    from medfew.data.inspect import inspect_path
+
+    report = inspect_path(args.path, data_root=args.data_root)
+    print(json.dumps(report.to_dict(), indent=2) if args.json else report.format_text())
+    return 0
+
+
+def _cmd_data_fetch(args: argparse.Namespace) -> int:
+    from medfew.data.catalog import resolve_data_root
+    from medfew.data.fetch import fetch_datasets
+
+    root = resolve_data_root(args.data_root)
+    for path in fetch_datasets(args.names, size=args.size, data_root=root, progress=not args.quiet):
+        print(path)
+    return 0
+
+
+# ---------------------------------------------------------------------- train / evaluate
+def _parse_overrides(pairs: Sequence[str]) -> dict[str, Any]:
+    import yaml
+
+    overrides: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise ConfigError(f"--set {pair!r} must look like section.key=value")
+        try:
+            overrides[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"--set {pair!r}: value is not valid YAML ({exc})") from exc
+    return overrides
+
+
+def read_config_file(path: str | Path, overrides: Sequence[str] = ()) -> Any:
+    """Read a YAML config, apply ``--set`` overrides and validate it."""
+    import yaml
+
+    from medfew.config import apply_overrides, load_config
+
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{path}: no such config file") from exc
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{path}: not a readable YAML file ({exc})") from exc
+    try:
+        return load_config(apply_overrides(raw, _parse_overrides(overrides)))
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    import yaml
+
+    from medfew.experiment import run_training
+
+    config = read_config_file(args.config, args.set or [])
+    if args.device:
+        from medfew.config import apply_overrides, load_config
+
+        config = load_config(apply_overrides(config.to_dict(), {"train.device": args.device}))
+    out = Path(args.out or Path("runs") / Path(args.config).stem)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False), encoding="utf-8")
+    result = run_training(config, data_root=args.data_root, run_dir=out, resume=not args.restart, progress=not args.quiet)
+    summary = {"run_dir": str(out), "steps": result.steps_done, "best_val_accuracy": result.best_metric,
+               "best_step": result.best_step, "last_train": result.last_train}
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from medfew.experiment import EvalSource, run_evaluation
+
+    if args.checkpoint is None and args.baseline is None:
+        raise ConfigError("give --checkpoint RUN_DIR|FILE|default or --baseline NAME")
+    source = EvalSource(folder=args.folder, manifest=args.manifest, dataset=args.dataset, split=args.split)
+    summary = run_evaluation(
+        checkpoint=args.checkpoint, baseline=args.baseline, source=source, data_root=args.data_root,
+        ways=args.ways, shots=args.shots, queries=args.queries, episodes=args.episodes, seed=args.seed,
+        allow_fewer_queries=args.allow_fewer_queries, image_size=args.image_size, channels=args.channels,
+        device=args.device or "auto", progress=not args.quiet,
+    )
+    print(json.dumps(summary.to_dict(), indent=2) if args.json else summary.format_text())
+    return 0
+
+
+# ---------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser (exposed for tests and docs)."""
+    parser = argparse.ArgumentParser(prog="medfew", description="Few-shot diagnosis of rare diseases in medical images.")
+    parser.add_argument("--version", action="version", version=f"medfew {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    def data_root(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--data-root", default=None, help="data folder (default: $MEDFEW_DATA_ROOT)")
+
+    data = commands.add_parser("data", help="list, inspect and fetch datasets")
+    data_cmds = data.add_subparsers(dest="data_command", required=True)
+    p = data_cmds.add_parser("list", help="datasets in the catalogue")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_data_list)
+    p = data_cmds.add_parser("inspect", help="classes, counts, sizes, modalities and unreadable files")
+    p.add_argument("path", help="class folder, CSV manifest, .npz, DICOM folder or catalogue name")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    data_root(p)
+    p.set_defaults(func=_cmd_data_inspect)
+    p = data_cmds.add_parser("fetch", help="download MedMNIST(+) subsets into the data root")
+    p.add_argument("names", nargs="+")
+    p.add_argument("--size", type=int, default=28, choices=[28, 64, 128, 224])
+    p.add_argument("--quiet", action="store_true")
+    data_root(p)
+    p.set_defaults(func=_cmd_data_fetch)
+
+    p = commands.add_parser("train", help="meta-train a method from a YAML config")
+    p.add_argument("--config", required=True)
+    p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="override a config value (repeatable)")
+    p.add_argument("--out", default=None, help="run directory (default: runs/CONFIG_NAME)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None)
+    p.add_argument("--restart", action="store_true", help="start afresh instead of resuming the run directory")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    data_root(p)
+    p.set_defaults(func=_cmd_train)
+
+    p = commands.add_parser("evaluate", help="accuracy with 95%% CI over fixed-seed episodes")
+    who = p.add_mutually_exclusive_group()
+    who.add_argument("--checkpoint", help="run directory, .safetensors file, or 'default'")
+    who.add_argument("--baseline", help="raw-pixel baseline: nearest_centroid or logistic_regression")
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--folder", help="class-per-folder directory of images or DICOMs")
+    where.add_argument("--manifest", help="CSV manifest (path,label[,group,split])")
+    where.add_argument("--dataset", help="catalogue dataset name")
+    p.add_argument("--split", default=None, help="split of --dataset/--manifest (e.g. test)")
+    p.add_argument("--ways", type=int, default=5)
+    p.add_argument("--shots", type=int, default=5)
+    p.add_argument("--queries", type=int, default=15)
+    p.add_argument("--episodes", type=int, default=600)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--allow-fewer-queries", action="store_true", help="small classes get fewer queries instead of an error")
+    p.add_argument("--image-size", type=int, default=None, help="baselines only (checkpoints carry their own)")
+    p.add_argument("--channels", type=int, default=None, choices=[1, 3], help="baselines only")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None)
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    data_root(p)
+    p.set_defaults(func=_cmd_evaluate)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``medfew`` console script."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s: %(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except MedfewError as exc:
+        print(f"medfew: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("medfew: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,160 @@
+"""Experiments end to end: a validated config -> pools, samplers, model -> training or evaluation.
+
+This is the composition layer behind ``medfew train`` and ``medfew evaluate``; it takes typed
+configs and keyword arguments, never argv or YAML.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from medfew.config import ExperimentConfig
+from medfew.data.pools import load_pool, load_pools
+from medfew.data.sampler import EpisodeSampler
+from medfew.data.transforms import build_augmentation, normalize_batch
+from medfew.errors import ConfigError
+from medfew.evaluation import EvaluationSummary, build_baseline, evaluate
+from medfew.methods import build_method
+from medfew.methods.base import FewShotMethod
+from medfew.models import build_backbone
+from medfew.training.checkpoint import Preprocessing, load_checkpoint
+from medfew.training.loop import FitResult, fit
+
+VAL_SEED_OFFSET = 1_000_003
+
+
+def build_model(config: ExperimentConfig, *, num_classes: int) -> tuple[FewShotMethod, dict[str, Any]]:
+    """Build the backbone and method a config names; return the method and the backbone's config.
+
+    ``num_classes`` (the size of the meta-train class vocabulary) is passed to methods that take it.
+
+    Raises:
+        ConfigError: An unknown option of the backbone or method, naming the key.
+    """
+    data = config.data
+    try:
+        backbone = build_backbone(
+            config.backbone.name, in_channels=data.channels, image_size=data.image_size, **config.backbone.options
+        )
+    except TypeError as exc:
+        raise ConfigError(f"backbone {config.backbone.name!r}: {exc} (check the 'backbone.*' keys)") from exc
+    options = dict(config.method.options)
+    try:
+        method = build_method(config.method.name, backbone, **_with_context(config.method.name, options, num_classes))
+    except TypeError as exc:
+        raise ConfigError(f"method {config.method.name!r}: {exc} (check the 'method.*' keys)") from exc
+    return method, backbone.config()
+
+
+def _with_context(name: str, options: dict[str, Any], num_classes: int) -> dict[str, Any]:
+    from medfew.methods import method_class
+
+    accepted = inspect.signature(method_class(name)).parameters
+    if "num_classes" in accepted and "num_classes" not in options:
+        return {**options, "num_classes": num_classes}
+    return options
+
+
+def run_training(
+    config: ExperimentConfig,
+    *,
+    data_root: str | Path | None,
+    run_dir: str | Path,
+    resume: bool = True,
+    until_step: int | None = None,
+    progress: bool = True,
+) -> FitResult:
+    """Meta-train the configured method on ``data.train``, validating on ``data.val``."""
+    data, ep, train = config.data, config.episode, config.train
+    pool_args = dict(data_root=data_root, image_size=data.image_size, channels=data.channels, progress=progress)
+    train_pools = load_pools(list(data.train), split=data.train_split, **pool_args)
+    val_pools = load_pools(list(data.val), split=data.val_split, **pool_args) if data.val else []
+    normalize = partial(normalize_batch, mode=data.normalize)
+    sampler_args = dict(ways=ep.ways, shots=ep.shots, queries=ep.queries, too_few="skip",
+                        allow_fewer_ways=data.allow_fewer_ways, mix_domains=data.mix_domains, normalize=normalize)
+    augment = None if data.augment == "none" else build_augmentation(data.augment, seed=train.seed)
+    train_sampler = EpisodeSampler(train_pools, seed=train.seed, augment=augment, **sampler_args)
+    method, backbone_config = build_model(config, num_classes=len(train_sampler.class_vocabulary))
+    validate = None
+    if val_pools:
+        val_sampler = EpisodeSampler(val_pools, seed=train.seed + VAL_SEED_OFFSET, **sampler_args)
+
+        def validate(m: FewShotMethod) -> dict[str, Any]:
+            summary = evaluate(m, val_sampler.episodes(train.eval_episodes), n_episodes=train.eval_episodes,
+                               progress=False, method_name=m.name, device=str(next(m.parameters()).device))
+            return summary.to_dict()
+
+    meta = dict(
+        backbone=config.backbone.name,
+        backbone_config=backbone_config,
+        preprocessing=Preprocessing(data.image_size, data.channels, data.normalize),
+        class_pool=list(train_sampler.class_vocabulary),
+        data_provenance=[dict(p.provenance, name=p.name, split=p.split) for p in train_pools + val_pools],
+        config=config.to_dict(),
+    )
+    return fit(method, train_sampler, settings=train, run_dir=run_dir, checkpoint_meta=meta,
+               validate=validate, resume=resume, until_step=until_step, progress=progress)
+
+
+@dataclass(frozen=True)
+class EvalSource:
+    """Where evaluation episodes come from: exactly one of folder, manifest or dataset."""
+
+    folder: str | None = None
+    manifest: str | None = None
+    dataset: str | None = None
+    split: str | None = None
+
+    def resolve(self) -> str:
+        given = [s for s in (self.folder, self.manifest, self.dataset) if s]
+        if len(given) != 1:
+            raise ConfigError("give exactly one of --folder, --manifest or --dataset")
+        return given[0]
+
+
+def run_evaluation(
+    *,
+    checkpoint: str | None,
+    baseline: str | None,
+    source: EvalSource,
+    data_root: str | Path | None,
+    ways: int,
+    shots: int,
+    queries: int,
+    episodes: int,
+    seed: int = 0,
+    allow_fewer_queries: bool = False,
+    image_size: int | None = None,
+    channels: int | None = None,
+    device: str = "auto",
+    progress: bool = True,
+) -> EvaluationSummary:
+    """Evaluate a checkpoint or a raw-pixel baseline on fixed-seed episodes of one source."""
+    from medfew.training.device import resolve_device
+
+    if (checkpoint is None) == (baseline is None):
+        raise ConfigError("give exactly one of a checkpoint or a baseline")
+    if episodes < 1:
+        raise ConfigError(f"'episodes' must be at least 1, got {episodes}")
+    if checkpoint is not None:
+        if image_size is not None or channels is not None:
+            raise ConfigError("--image-size/--channels apply to baselines; a checkpoint carries its own preprocessing")
+        model, info = load_checkpoint(checkpoint)
+        prep, name = info.preprocessing, info.method
+    else:
+        model = build_baseline(baseline)
+        prep = Preprocessing(image_size or 28, channels or 3, "zscore")
+        name = baseline
+    pool = load_pool(source.resolve(), split=source.split, data_root=data_root,
+                     image_size=prep.image_size, channels=prep.channels, progress=progress)
+    sampler = EpisodeSampler(
+        [pool], ways=ways, shots=shots, queries=queries, seed=seed,
+        too_few="limit_queries" if allow_fewer_queries else "error",
+        normalize=partial(normalize_batch, mode=prep.normalize),
+    )
+    return evaluate(model, sampler.episodes(episodes), n_episodes=episodes, device=str(resolve_device(device)),
+                    progress=progress, method_name=name)

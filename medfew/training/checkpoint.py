@@ -1,0 +1,240 @@
+"""Model checkpoints: weights in safetensors plus a JSON sidecar that says how to rebuild and use them.
+
+A checkpoint is two files with one stem, ``NAME.safetensors`` and ``NAME.json``. The sidecar holds the
+method and its hyperparameters, the backbone and its config, the preprocessing, the class pool, the
+data provenance, the resolved training config, metrics and the medfew version. Loading validates all
+of it, checks the weights' sha256 against the sidecar, and refuses anything that is not safetensors
+(pickle files are never opened).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+
+from medfew import __version__
+from medfew.errors import CheckpointError, MedfewError
+from medfew.methods.base import FewShotMethod
+from medfew.training.state_io import atomic_save_tensors, atomic_write_bytes
+
+FORMAT = "medfew-checkpoint"
+FORMAT_VERSION = 1
+_REQUIRED = ("format", "format_version", "method", "backbone", "preprocessing", "weights_sha256")
+_PICKLE_SUFFIXES = {".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".bin"}
+_SAFETENSORS_MAX_HEADER = 100_000_000
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How images must be prepared for a model: the same at training, evaluation and diagnosis."""
+
+    image_size: int
+    channels: int
+    normalize: str = "zscore"
+
+
+@dataclass(frozen=True)
+class CheckpointInfo:
+    """The parsed sidecar of a checkpoint."""
+
+    path: Path
+    method: str
+    method_hparams: dict[str, Any]
+    backbone: str
+    backbone_config: dict[str, Any]
+    preprocessing: Preprocessing
+    weights_sha256: str
+    class_pool: list[str] = field(default_factory=list)
+    data_provenance: list[dict[str, Any]] = field(default_factory=list)
+    config: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    medfew_version: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        """A short human name for reports: ``method/backbone@sha[:12]``."""
+        return f"{self.method}/{self.backbone}@{self.weights_sha256[:12]}"
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file, streamed."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def save_checkpoint(
+    path: str | Path,
+    method: FewShotMethod,
+    *,
+    backbone: str,
+    backbone_config: dict[str, Any],
+    preprocessing: Preprocessing,
+    class_pool: list[str] | None = None,
+    data_provenance: list[dict[str, Any]] | None = None,
+    config: dict[str, Any] | None = None,
+    metrics: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Write ``path`` (``.safetensors``) and its ``.json`` sidecar atomically; return the weights path."""
+    weights = Path(path).with_suffix(".safetensors")
+    atomic_save_tensors(weights, dict(method.state_dict()))
+    sidecar = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "medfew_version": __version__,
+        "method": {"name": method.name, "hyperparameters": method.hyperparameters()},
+        "backbone": {"name": backbone, "config": backbone_config},
+        "preprocessing": vars(preprocessing),
+        "class_pool": list(class_pool or []),
+        "data_provenance": list(data_provenance or []),
+        "config": config or {},
+        "metrics": metrics or {},
+        "extra": extra or {},
+        "weights_sha256": sha256_file(weights),
+    }
+    atomic_write_bytes(weights.with_suffix(".json"), json.dumps(sidecar, indent=2, sort_keys=True).encode())
+    return weights
+
+
+def default_checkpoint_path() -> Path:
+    """The model shipped inside the package (see ``medfew/assets/default_model/MODEL_CARD.md``)."""
+    return Path(str(resources.files("medfew") / "assets" / "default_model" / "model.safetensors"))
+
+
+def resolve_checkpoint(spec: str | Path) -> Path:
+    """Turn ``default``, a run directory or a file into the ``.safetensors`` weights path.
+
+    A run directory resolves to ``best.safetensors``, else ``last.safetensors``, else ``model.safetensors``.
+    """
+    if str(spec) == "default":
+        path = default_checkpoint_path()
+        if not path.is_file():
+            raise CheckpointError(f"the default model is not installed at {path}")
+        return path
+    path = Path(spec)
+    if path.is_dir():
+        for stem in ("best", "last", "model"):
+            if (path / f"{stem}.safetensors").is_file():
+                return path / f"{stem}.safetensors"
+        raise CheckpointError(f"{path}: no best/last/model.safetensors in this run directory")
+    if path.suffix.lower() in _PICKLE_SUFFIXES:
+        raise CheckpointError(
+            f"{path}: refusing to open a {path.suffix} file: pickle-based checkpoints can run code on load; "
+            "medfew only loads safetensors weights with a JSON sidecar"
+        )
+    if path.suffix == ".json":
+        path = path.with_suffix(".safetensors")
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    return path
+
+
+def read_checkpoint_info(spec: str | Path) -> CheckpointInfo:
+    """Resolve and validate a checkpoint's sidecar without loading the weights."""
+    weights = resolve_checkpoint(spec)
+    sidecar_path = weights.with_suffix(".json")
+    if not sidecar_path.is_file():
+        raise CheckpointError(f"{weights}: the JSON sidecar {sidecar_path.name} is missing")
+    try:
+        raw = json.loads(sidecar_path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{sidecar_path}: not valid JSON ({exc})") from exc
+    if not isinstance(raw, dict):
+        raise CheckpointError(f"{sidecar_path}: the sidecar must be a JSON object")
+    missing = [k for k in _REQUIRED if k not in raw]
+    if missing:
+        raise CheckpointError(f"{sidecar_path}: sidecar lacks {missing}")
+    if raw["format"] != FORMAT or raw["format_version"] != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{sidecar_path}: format {raw['format']!r} v{raw['format_version']} is not {FORMAT!r} v{FORMAT_VERSION}"
+        )
+    try:
+        return CheckpointInfo(
+            path=weights,
+            method=str(raw["method"]["name"]),
+            method_hparams=dict(raw["method"].get("hyperparameters", {})),
+            backbone=str(raw["backbone"]["name"]),
+            backbone_config=dict(raw["backbone"].get("config", {})),
+            preprocessing=Preprocessing(**raw["preprocessing"]),
+            weights_sha256=str(raw["weights_sha256"]),
+            class_pool=list(raw.get("class_pool", [])),
+            data_provenance=list(raw.get("data_provenance", [])),
+            config=dict(raw.get("config", {})),
+            metrics=dict(raw.get("metrics", {})),
+            medfew_version=str(raw.get("medfew_version", "")),
+            extra=dict(raw.get("extra", {})),
+        )
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise CheckpointError(f"{sidecar_path}: malformed sidecar ({exc!r})") from exc
+
+
+def _check_safetensors_header(path: Path) -> None:
+    with open(path, "rb") as handle:
+        head = handle.read(9)
+    if len(head) < 9:
+        raise CheckpointError(f"{path}: file too short to be safetensors")
+    size = int.from_bytes(head[:8], "little")
+    if head[8:9] != b"{" or size <= 0 or size > _SAFETENSORS_MAX_HEADER:
+        raise CheckpointError(f"{path}: not a safetensors file (refusing to guess its format)")
+
+
+def load_checkpoint(spec: str | Path, *, map_location: str = "cpu") -> tuple[FewShotMethod, CheckpointInfo]:
+    """Rebuild the method described by a checkpoint and load its weights.
+
+    Args:
+        spec: ``"default"``, a run directory, a ``.safetensors`` file or its ``.json`` sidecar.
+        map_location: Device for the loaded tensors.
+
+    Returns:
+        The method in eval mode and the parsed sidecar.
+
+    Raises:
+        CheckpointError: Missing, corrupt (checksum), unsafe (pickle) or mismatched checkpoint.
+    """
+    from medfew.methods import build_method
+    from medfew.models import build_backbone
+
+    info = read_checkpoint_info(spec)
+    _check_safetensors_header(info.path)
+    actual = sha256_file(info.path)
+    if actual != info.weights_sha256:
+        raise CheckpointError(
+            f"{info.path}: weights checksum {actual[:12]} does not match the sidecar's {info.weights_sha256[:12]} "
+            "(corrupt or replaced file)"
+        )
+    try:
+        state = load_file(str(info.path), device=map_location)
+    except (SafetensorError, OSError) as exc:
+        raise CheckpointError(f"{info.path}: cannot read the weights ({exc})") from exc
+    try:
+        backbone = build_backbone(info.backbone, **info.backbone_config)
+        method = build_method(info.method, backbone, **info.method_hparams)
+    except (MedfewError, TypeError) as exc:
+        raise CheckpointError(f"{info.path}: cannot rebuild {info.method}/{info.backbone}: {exc}") from exc
+    expected = method.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    shapes = [
+        f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(expected[k].shape)}"
+        for k, v in state.items()
+        if k in expected and expected[k].shape != v.shape
+    ]
+    if missing or unexpected or shapes:
+        raise CheckpointError(
+            f"{info.path}: weights do not match {info.method}/{info.backbone}: "
+            f"missing {missing[:5]}, unexpected {unexpected[:5]}, shapes {shapes[:5]}"
+        )
+    method.load_state_dict(state, strict=True)
+    method.to(map_location).eval()
+    return method, info

@@ -1,0 +1,192 @@
+"""THE meta-training loop, the same for every method.
+
+Each outer step draws a meta-batch of episodes (episode ``step * meta_batch + b`` of the sampler),
+asks the method for its meta-gradients (``method.training_step``), clips them and takes one optimiser
+step. Validation runs every ``eval_every`` steps through a caller-supplied callback and the best
+model is kept; checkpoints are written atomically, and a run directory resumes exactly where it
+stopped (weights, optimiser, schedule, RNG state, step).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from medfew.config import TrainConfig
+from medfew.data.sampler import EpisodeSampler
+from medfew.errors import CheckpointError
+from medfew.methods.base import FewShotMethod
+from medfew.training.checkpoint import load_checkpoint, read_checkpoint_info, save_checkpoint
+from medfew.training.curves import plot_learning_curve
+from medfew.training.device import autocast, resolve_amp, resolve_device
+from medfew.training.state_io import load_state, save_state
+
+Validate = Callable[[FewShotMethod], dict[str, Any]]
+STATE_FILE = "train_state.safetensors"
+METRICS_FILE = "metrics.jsonl"
+
+
+@dataclass
+class FitResult:
+    """What a call to :func:`fit` did.
+
+    Attributes:
+        steps_done: Outer steps completed in total (including those before a resume).
+        best_metric: Best validation ``accuracy_mean`` seen, or ``None`` without validation.
+        best_step: The step of the best validation.
+        last_train: The last logged training loss and accuracy.
+        run_dir: Where everything was written.
+    """
+
+    steps_done: int
+    best_metric: float | None
+    best_step: int | None
+    last_train: dict[str, float] = field(default_factory=dict)
+    run_dir: Path | None = None
+
+
+def make_optimizer(method: FewShotMethod, settings: TrainConfig) -> torch.optim.Optimizer:
+    """The outer optimiser over every trainable parameter of the method."""
+    params = [p for p in method.parameters() if p.requires_grad]
+    if settings.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=settings.lr, weight_decay=settings.weight_decay)
+    cls = torch.optim.AdamW if settings.optimizer == "adamw" else torch.optim.Adam
+    return cls(params, lr=settings.lr, weight_decay=settings.weight_decay)
+
+
+def make_schedule(optimizer: torch.optim.Optimizer, settings: TrainConfig) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up, then constant or cosine decay to zero at ``settings.steps``."""
+    warmup, total = settings.warmup_steps, settings.steps
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        if settings.schedule == "constant":
+            return 1.0
+        progress = (step - warmup) / max(1, total - warmup)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def fit(
+    method: FewShotMethod,
+    sampler: EpisodeSampler,
+    *,
+    settings: TrainConfig,
+    run_dir: str | Path,
+    checkpoint_meta: dict[str, Any],
+    validate: Validate | None = None,
+    resume: bool = True,
+    until_step: int | None = None,
+    progress: bool = True,
+) -> FitResult:
+    """Meta-train ``method`` on episodes from ``sampler``.
+
+    Args:
+        method: Any registered few-shot method.
+        sampler: Source of training episodes; episode indices are derived from the step, so a
+            resumed run sees exactly the episodes an uninterrupted one would.
+        settings: Steps, optimiser, schedule, clipping, evaluation and checkpoint cadence, device.
+        run_dir: Output directory: ``best``/``last`` checkpoints, ``train_state.safetensors``,
+            ``metrics.jsonl``, ``learning_curve.png``.
+        checkpoint_meta: Keyword arguments for :func:`save_checkpoint` besides ``method`` and
+            ``metrics`` (backbone, backbone_config, preprocessing, class_pool, data_provenance, config).
+        validate: Called with the method every ``eval_every`` steps; returns metrics with
+            ``accuracy_mean``, which chooses the best checkpoint.
+        resume: Continue from ``run_dir`` when it holds a training state.
+        until_step: Stop after this step (as if interrupted); ``None`` runs to ``settings.steps``.
+        progress: Show a progress bar.
+    """
+    run = Path(run_dir)
+    run.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(settings.device)
+    amp_dtype = resolve_amp(settings.amp, device)
+    method.to(device)
+    optimizer = make_optimizer(method, settings)
+    schedule = make_schedule(optimizer, settings)
+    start, best_metric, best_step = 0, None, None
+    if resume and (run / STATE_FILE).is_file():
+        start, best_metric, best_step = _restore(run, method, optimizer, schedule, device)
+    else:
+        torch.manual_seed(settings.seed)
+        (run / METRICS_FILE).unlink(missing_ok=True)
+    stop = settings.steps if until_step is None else min(until_step, settings.steps)
+    params = [p for p in method.parameters() if p.requires_grad]
+    last_train: dict[str, float] = {}
+    t0 = time.perf_counter()
+    bar = tqdm(total=settings.steps, initial=start, disable=not progress, desc=f"train {method.name}", unit="step")
+    with open(run / METRICS_FILE, "a", encoding="utf-8") as log:
+        for step in range(start, stop):
+            method.train()
+            base = step * settings.meta_batch
+            episodes = [sampler.sample(base + b).to(device, non_blocking=True) for b in range(settings.meta_batch)]
+            optimizer.zero_grad(set_to_none=True)
+            with autocast(device, amp_dtype):
+                out = method.training_step(episodes)
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, settings.grad_clip)
+            optimizer.step()
+            schedule.step()
+            done = step + 1
+            if done % settings.log_every == 0 or done == stop:
+                last_train = {"loss": float(out.loss), "accuracy": float(out.accuracy)}
+                record = {"step": done, **last_train, "lr": schedule.get_last_lr()[0],
+                          "grad_norm": float(grad_norm), "elapsed_s": round(time.perf_counter() - t0, 3)}
+                log.write(json.dumps(record) + "\n")
+                log.flush()
+                bar.set_postfix(loss=f"{last_train['loss']:.3f}", acc=f"{last_train['accuracy']:.3f}")
+            if validate is not None and (done % settings.eval_every == 0 or done == settings.steps):
+                metrics = validate(method)
+                log.write(json.dumps({"step": done, "val": metrics}) + "\n")
+                log.flush()
+                score = float(metrics["accuracy_mean"])
+                if best_metric is None or score > best_metric:
+                    best_metric, best_step = score, done
+                    save_checkpoint(run / "best", method, metrics={"val": metrics, "step": done}, **checkpoint_meta)
+            if done % settings.checkpoint_every == 0 or done == stop:
+                save_checkpoint(run / "last", method, metrics={"step": done, "train": last_train}, **checkpoint_meta)
+                save_state(run / STATE_FILE, {
+                    "step": done, "best_metric": best_metric, "best_step": best_step,
+                    "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
+                    "rng": _rng_state(),
+                })
+            bar.update(1)
+    bar.close()
+    plot_learning_curve(run / METRICS_FILE, run / "learning_curve.png")
+    return FitResult(stop, best_metric, best_step, last_train, run)
+
+
+def _rng_state() -> dict[str, Any]:
+    state: dict[str, Any] = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = list(torch.cuda.get_rng_state_all())
+    return state
+
+
+def _restore(
+    run: Path,
+    method: FewShotMethod,
+    optimizer: torch.optim.Optimizer,
+    schedule: torch.optim.lr_scheduler.LambdaLR,
+    device: torch.device,
+) -> tuple[int, float | None, int | None]:
+    state = load_state(run / STATE_FILE)
+    info = read_checkpoint_info(run / "last.safetensors")
+    if info.method != method.name:
+        raise CheckpointError(f"{run}: holds a {info.method!r} run, cannot resume it as {method.name!r}")
+    loaded, _ = load_checkpoint(run / "last.safetensors", map_location=str(device))
+    method.load_state_dict(loaded.state_dict())
+    optimizer.load_state_dict(state["optimizer"])
+    schedule.load_state_dict(state["schedule"])
+    torch.set_rng_state(state["rng"]["torch"])
+    if "cuda" in state["rng"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+    return int(state["step"]), state["best_metric"], state["best_step"]
