@@ -1,0 +1,432 @@
+"""Inspect a dataset before using it: classes, usable image counts, sizes, modalities, problems.
+
+:func:`inspect_path` accepts a class-per-folder directory, a flat folder of images (e.g. DICOM
+files), a manifest CSV, a MedMNIST ``.npz`` or a catalogue name. It never stops at the first bad
+file: every file is checked and every failure is reported with its reason.
+
+How files are checked: by default every image is **fully decoded** with the same reader that
+training uses (``load_image``), because header checks miss truncated pixel data (a truncated JPEG
+opens fine and fails only on decode). ``decode=False`` checks headers only (Pillow ``open`` +
+``verify`` for rasters, DICOM metadata without pixels): much faster on big folders, but a file it
+passes can still fail to decode later.
+
+Folder rule: a folder with at least one (non-hidden) subfolder is a class-per-folder dataset, every
+subfolder a class; a folder without subfolders is a *flat* collection: ``classes`` is empty and the
+images are only counted, by modality and size. Hidden files (``.DS_Store``, ``__MACOSX``) are skipped
+silently; files lying directly in a class-per-folder root are listed under ``ignored``.
+
+Modality: the DICOM ``Modality`` (``CT``, ``MR``...) for DICOM files, the file format (``png``,
+``jpeg``...) for raster files, and the catalogue's modality for MedMNIST.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from medfew.data.catalog import DatasetInfo, dataset_info, is_catalog_name, resolve_data_root
+from medfew.data.manifest import (
+    IMAGE_FORMATS,
+    Manifest,
+    ManifestRow,
+    is_hidden,
+    manifest_from_catalog,
+    manifest_from_csv,
+    manifest_from_folder,
+)
+from medfew.data.readers import load_image, read_dicom_metadata, read_medmnist, sniff_format
+from medfew.errors import DatasetNotFoundError, ImageReadError
+
+SIZE_BINS: tuple[tuple[str, int], ...] = (("<=64", 64), ("65-256", 256), ("257-1024", 1024), (">1024", 1 << 62))
+"""Histogram bins of the longest image side."""
+_ROOT_FILE = "not inside a class folder"
+
+
+@dataclass(frozen=True)
+class ClassSummary:
+    """Usable images of one class.
+
+    Attributes:
+        name: Class name.
+        n_images: Usable (decodable) images.
+        splits: Usable images per split, when the source has splits.
+        n_groups: Distinct groups (patients) among the usable images, when the source has groups.
+    """
+
+    name: str
+    n_images: int
+    splits: dict[str, int] = field(default_factory=dict)
+    n_groups: int | None = None
+
+
+@dataclass(frozen=True)
+class InspectionReport:
+    """What :func:`inspect_path` found.
+
+    Attributes:
+        path: The inspected path (or catalogue name).
+        kind: ``class_folder``, ``flat_folder``, ``csv``, ``npz``, or ``catalog:<kind>``.
+        name: Dataset name.
+        classes: One entry per class, in label order (empty for a flat folder).
+        n_images: Usable images in total.
+        problems: ``(path, reason)`` of every file or row that cannot be used.
+        ignored: ``(path, reason)`` of files deliberately not taken (e.g. a CSV beside the classes).
+        modalities: Usable images per modality.
+        formats: Usable images per file format.
+        sizes: ``(H, W)`` of each usable image file (MedMNIST: one entry per split).
+        size_counts: How many images each entry of ``sizes`` stands for.
+        n_groups: Distinct groups (patients) in total, or ``None`` without a group column.
+        splits: Usable images per split, when known.
+    """
+
+    path: str
+    kind: str
+    name: str
+    classes: tuple[ClassSummary, ...]
+    n_images: int
+    problems: tuple[tuple[str, str], ...]
+    ignored: tuple[tuple[str, str], ...] = ()
+    modalities: dict[str, int] = field(default_factory=dict)
+    formats: dict[str, int] = field(default_factory=dict)
+    sizes: tuple[tuple[int, int], ...] = ()
+    size_counts: tuple[int, ...] = ()
+    n_groups: int | None = None
+    splits: dict[str, int] = field(default_factory=dict)
+
+    def size_summary(self) -> dict[str, Any]:
+        """``{"min": [H, W], "max": [H, W], "histogram": {bin: n}}`` over the longest side (empty when no image)."""
+        if not self.sizes:
+            return {}
+        arr = np.asarray(self.sizes)
+        weights = np.asarray(self.size_counts or [1] * len(self.sizes))
+        longest = arr.max(axis=1)
+        histogram: dict[str, int] = {}
+        low = 0
+        for label, high in SIZE_BINS:
+            histogram[label] = int(weights[(longest > low) & (longest <= high)].sum())
+            low = high
+        by_area = arr.prod(axis=1)
+        return {
+            "min": [int(v) for v in arr[int(by_area.argmin())]],
+            "max": [int(v) for v in arr[int(by_area.argmax())]],
+            "histogram": histogram,
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable dict (``classes``, ``problems`` and the rest)."""
+        return {
+            "path": self.path,
+            "kind": self.kind,
+            "name": self.name,
+            "n_images": self.n_images,
+            "n_groups": self.n_groups,
+            "splits": dict(self.splits),
+            "classes": [
+                {"name": c.name, "n_images": c.n_images, "splits": dict(c.splits), "n_groups": c.n_groups}
+                for c in self.classes
+            ],
+            "modalities": dict(self.modalities),
+            "formats": dict(self.formats),
+            "image_sizes": self.size_summary(),
+            "problems": [{"path": p, "reason": r} for p, r in self.problems],
+            "ignored": [{"path": p, "reason": r} for p, r in self.ignored],
+        }
+
+    def format_text(self) -> str:
+        """A readable report: a class table, then modalities, sizes, problems."""
+        head = f"{self.path} ({self.kind}): {self.n_images} usable image(s)"
+        if self.classes:
+            head += f" in {len(self.classes)} class(es)"
+        if self.n_groups is not None:
+            head += f", {self.n_groups} group(s)"
+        lines = [head]
+        if self.classes:
+            lines += ["", *_class_table(self.classes, list(self.splits), self.n_groups is not None)]
+        lines.append("")
+        lines.append("modalities: " + (_counts_text(self.modalities) or "-"))
+        lines.append("formats:    " + (_counts_text(self.formats) or "-"))
+        summary = self.size_summary()
+        if summary:
+            (h0, w0), (h1, w1) = summary["min"], summary["max"]
+            lines.append(f"image size: min {h0}x{w0}, max {h1}x{w1} (HxW)")
+            lines.append("longest side: " + _counts_text(summary["histogram"], keep_zero=True))
+        for title, entries in (("problems", self.problems), ("ignored", self.ignored)):
+            lines.append("")
+            lines.append(f"{title}: {len(entries)}" if entries else f"{title}: none")
+            lines += [f"  {p}: {r}" for p, r in entries]
+        return "\n".join(lines)
+
+
+def _counts_text(counts: dict[str, int], keep_zero: bool = False) -> str:
+    return ", ".join(f"{k} {v}" for k, v in counts.items() if v or keep_zero)
+
+
+def _class_table(classes: Iterable[ClassSummary], splits: list[str], groups: bool) -> list[str]:
+    classes = list(classes)
+    width = max(12, *(len(c.name) for c in classes))
+    cols = ["images", *splits] + (["groups"] if groups else [])
+    lines = ["class".ljust(width) + "".join(f"{c:>8}" for c in cols)]
+    for c in classes:
+        cells = [c.n_images, *(c.splits.get(s, 0) for s in splits)]
+        if groups:
+            cells.append(c.n_groups if c.n_groups is not None else "-")
+        lines.append(c.name.ljust(width) + "".join(f"{v:>8}" for v in cells))
+    return lines
+
+
+# --------------------------------------------------------------------------------- entry point
+
+
+def inspect_path(path: str | Path, *, data_root: str | Path | None = None, decode: bool = True) -> InspectionReport:
+    """Inspect a dataset folder, manifest CSV, MedMNIST ``.npz`` or catalogue name.
+
+    Args:
+        path: What to inspect. A string without a path separator that names a catalogue dataset is
+            looked up in the data root.
+        data_root: Data root for catalogue names (else ``$MEDFEW_DATA_ROOT``).
+        decode: Fully decode each image (default, exact); ``False``: headers only (fast).
+
+    Returns:
+        The report; unusable files are in ``report.problems``, never raised.
+
+    Raises:
+        DatasetNotFoundError: ``path`` does not exist and is not a catalogue name.
+        ManifestError: A CSV that cannot be read at all (unreadable, missing or unknown columns).
+    """
+    if isinstance(path, str) and is_catalog_name(path):
+        return _inspect_catalog(dataset_info(path), data_root, decode)
+    p = Path(path).expanduser()
+    if p.is_dir():
+        if any(child.is_dir() and not is_hidden(child) for child in p.iterdir()):
+            manifest = manifest_from_folder(p)
+            return _inspect_manifest(manifest, str(p), "class_folder", Path(manifest.source), decode)
+        return _inspect_flat(p, decode)
+    if p.is_file() and p.suffix.lower() == ".csv":
+        manifest = manifest_from_csv(p, strict=False)
+        return _inspect_manifest(manifest, str(p), "csv", p.resolve().parent, decode)
+    if p.is_file() and p.suffix.lower() == ".npz":
+        stem = p.stem.rsplit("_", 1)[0] if p.stem.rsplit("_", 1)[-1] in ("64", "128", "224") else p.stem
+        info = dataset_info(stem) if is_catalog_name(stem) else None
+        return _inspect_npz(p, str(p), "npz", info)
+    raise DatasetNotFoundError(f"{str(path)!r} is not an existing folder, .csv or .npz file, nor a catalogue name")
+
+
+# ------------------------------------------------------------------------------------- sources
+
+
+def _inspect_catalog(info: DatasetInfo, data_root: str | Path | None, decode: bool) -> InspectionReport:
+    root = resolve_data_root(data_root)
+    kind = f"catalog:{info.kind}"
+    if info.kind == "medmnist":
+        return _inspect_npz(root / info.files[28].path, info.name, kind, info, base=root)
+    try:
+        manifest = manifest_from_catalog(info, root, strict=False)
+    except DatasetNotFoundError as exc:
+        return _missing(info, kind, str(exc))
+    return _inspect_manifest(manifest, info.name, kind, root, decode, info=info)
+
+
+def _missing(info: DatasetInfo, kind: str, reason: str) -> InspectionReport:
+    return InspectionReport(
+        path=info.name,
+        kind=kind,
+        name=info.name,
+        classes=tuple(ClassSummary(name, 0) for name in info.class_names),
+        n_images=0,
+        problems=((info.name, reason),),
+    )
+
+
+def _inspect_npz(
+    npz: Path, shown: str, kind: str, info: DatasetInfo | None, base: Path | None = None
+) -> InspectionReport:
+    name = info.name if info is not None else npz.stem
+    rel = _rel(npz, base or npz.parent)
+    if not npz.is_file():
+        reason = "file not found" + (f": run `medfew data fetch {info.name}`" if info is not None else "")
+        if info is not None:
+            return _missing(info, kind, f"{rel}: {reason}")
+        return InspectionReport(shown, kind, name, (), 0, ((rel, reason),))
+    problems: list[tuple[str, str]] = []
+    per_split: dict[str, np.ndarray] = {}
+    sizes: list[tuple[int, int]] = []
+    size_counts: list[int] = []
+    for split in ("train", "val", "test"):
+        try:
+            images, labels = read_medmnist(npz, split)
+        except Exception as exc:  # noqa: BLE001 - a broken archive is reported, not raised
+            problems.append((rel, f"split {split!r}: {getattr(exc, 'reason', exc)}"))
+            continue
+        per_split[split] = np.asarray(labels, dtype=np.int64).reshape(-1)
+        sizes.append((int(images.shape[1]), int(images.shape[2])))
+        size_counts.append(int(images.shape[0]))
+    n_classes = len(info.class_names) if info is not None else 0
+    for labels in per_split.values():
+        if labels.size:
+            n_classes = max(n_classes, int(labels.max()) + 1)
+    names = list(info.class_names) if info is not None else []
+    names += [str(i) for i in range(len(names), n_classes)]
+    counts = {s: np.bincount(lab, minlength=n_classes) for s, lab in per_split.items()}
+    classes = tuple(
+        ClassSummary(cname, int(sum(c[i] for c in counts.values())), {s: int(c[i]) for s, c in counts.items()})
+        for i, cname in enumerate(names)
+    )
+    total = sum(int(lab.size) for lab in per_split.values())
+    return InspectionReport(
+        path=shown,
+        kind=kind,
+        name=name,
+        classes=classes,
+        n_images=total,
+        problems=tuple(problems),
+        modalities={info.modality if info is not None else "medmnist": total} if total else {},
+        formats={"npz": total} if total else {},
+        sizes=tuple(sizes),
+        size_counts=tuple(size_counts),
+        splits={s: int(lab.size) for s, lab in per_split.items()},
+    )
+
+
+def _inspect_manifest(
+    manifest: Manifest, shown: str, kind: str, base: Path, decode: bool, info: DatasetInfo | None = None
+) -> InspectionReport:
+    problems = [(_rel(Path(p), base), r) for p, r in manifest.ignored if r != _ROOT_FILE]
+    ignored = [(_rel(Path(p), base), r) for p, r in manifest.ignored if r == _ROOT_FILE]
+    good: list[ManifestRow] = []
+    modalities: Counter[str] = Counter()
+    formats: Counter[str] = Counter()
+    sizes: list[tuple[int, int]] = []
+    for row in manifest.rows:
+        result = _check_file(row.path, decode)
+        if isinstance(result, str):
+            problems.append((_rel(row.path, base), result))
+            continue
+        fmt, modality, size = result
+        good.append(row)
+        formats[fmt] += 1
+        modalities[modality] += 1
+        sizes.append(size)
+    splits = [s for s in ("train", "val", "test") if any(r.split == s for r in manifest.rows)]
+    has_groups = manifest.has_groups
+    classes = []
+    for cname in manifest.class_names:
+        members = [r for r in good if r.label == cname]
+        classes.append(
+            ClassSummary(
+                name=cname,
+                n_images=len(members),
+                splits={s: sum(r.split == s for r in members) for s in splits},
+                n_groups=len({r.group for r in members if r.group is not None}) if has_groups else None,
+            )
+        )
+    return InspectionReport(
+        path=shown,
+        kind=kind,
+        name=info.name if info is not None else manifest.name,
+        classes=tuple(classes),
+        n_images=len(good),
+        problems=tuple(sorted(problems)),
+        ignored=tuple(ignored),
+        modalities=dict(modalities.most_common()),
+        formats=dict(formats.most_common()),
+        sizes=tuple(sizes),
+        size_counts=(1,) * len(sizes),
+        n_groups=len({r.group for r in good if r.group is not None}) if has_groups else None,
+        splits={s: sum(r.split == s for r in good) for s in splits},
+    )
+
+
+def _inspect_flat(folder: Path, decode: bool) -> InspectionReport:
+    problems: list[tuple[str, str]] = []
+    modalities: Counter[str] = Counter()
+    formats: Counter[str] = Counter()
+    sizes: list[tuple[int, int]] = []
+    for path in sorted(p for p in folder.iterdir() if p.is_file() and not is_hidden(p)):
+        result = _check_file(path, decode)
+        if isinstance(result, str):
+            problems.append((path.name, result))
+            continue
+        fmt, modality, size = result
+        formats[fmt] += 1
+        modalities[modality] += 1
+        sizes.append(size)
+    return InspectionReport(
+        path=str(folder),
+        kind="flat_folder",
+        name=folder.resolve().name,
+        classes=(),
+        n_images=len(sizes),
+        problems=tuple(problems),
+        modalities=dict(modalities.most_common()),
+        formats=dict(formats.most_common()),
+        sizes=tuple(sizes),
+        size_counts=(1,) * len(sizes),
+    )
+
+
+# ------------------------------------------------------------------------------- one file check
+
+
+def _check_file(path: Path, decode: bool) -> tuple[str, str, tuple[int, int]] | str:
+    """``(format, modality, (H, W))`` of a usable image, or the reason it is not usable."""
+    try:
+        fmt = sniff_format(path)
+    except ImageReadError as exc:
+        return exc.reason
+    if fmt not in IMAGE_FORMATS:
+        return f"a {fmt} file, not an image"
+    try:
+        modality = _dicom_modality(path) if fmt == "dicom" else fmt
+        if decode:
+            array = load_image(path)
+            size = (int(array.shape[-2]), int(array.shape[-1]))
+        else:
+            size = _header_size(path, fmt)
+    except ImageReadError as exc:
+        return exc.reason
+    except Exception as exc:  # noqa: BLE001 - a decoder crash is a per-file problem, not a reason to stop
+        return f"{type(exc).__name__}: {exc}"
+    return fmt, modality, size
+
+
+def _dicom_modality(path: Path) -> str:
+    clinical = getattr(read_dicom_metadata(path), "clinical", None) or {}
+    return str(clinical.get("Modality") or "unknown DICOM modality")
+
+
+def _header_size(path: Path, fmt: str) -> tuple[int, int]:
+    """``(H, W)`` from the header only (``decode=False``)."""
+    if fmt == "dicom":
+        meta = read_dicom_metadata(path)
+        for rows, cols in (("rows", "columns"), ("Rows", "Columns")):
+            values = (getattr(meta, rows, None), getattr(meta, cols, None))
+            if all(isinstance(v, int) for v in values):
+                return int(values[0]), int(values[1])
+        clinical = getattr(meta, "clinical", None) or {}
+        if isinstance(clinical.get("Rows"), int) and isinstance(clinical.get("Columns"), int):
+            return int(clinical["Rows"]), int(clinical["Columns"])
+        array = load_image(path)  # no size in the metadata: decode after all
+        return int(array.shape[-2]), int(array.shape[-1])
+    if fmt == "nifti":
+        array = load_image(path)
+        return int(array.shape[-2]), int(array.shape[-1])
+    try:
+        with Image.open(path) as im:
+            width, height = im.size
+            im.verify()
+    except Exception as exc:  # noqa: BLE001 - Pillow raises many types for broken files
+        raise ImageReadError(path, f"broken {fmt} file ({exc})") from exc
+    return int(height), int(width)
+
+
+def _rel(path: Path, base: Path) -> str:
+    try:
+        return path.resolve().relative_to(base.resolve()).as_posix()
+    except ValueError:
+        return str(path)
