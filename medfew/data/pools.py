@@ -1,12 +1,7 @@
 """Load an :class:`~medfew.data.pool.ImagePool` from a catalogue name, folder, CSV or ``.npz``.
 
-Every image is decoded and resized once; the result is cached in memory (per process) and on disk
-under ``$MEDFEW_CACHE_DIR`` (default ``~/.cache/medfew``) in ``pools/<key>.safetensors`` plus a
-``<key>.json`` sidecar. The key hashes the source files' paths, sizes and modification times, the
-split, ``image_size``, ``channels``, ``on_error``, :data:`PREPROCESS_VERSION` and the medfew version, so
-editing a file or changing preprocessing gives a new entry. A cache entry that cannot be read is
-ignored with a warning and rebuilt; a cache folder that cannot be written only costs a warning.
-Nothing is ever written to the data root.
+Every image is decoded and resized once; the result is cached in memory and on disk (see
+:mod:`medfew.data.pool_cache`). Nothing is ever written to the data root.
 
 Sources, tried in this order:
 
@@ -19,11 +14,8 @@ Sources, tried in this order:
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
-import os
 import re
-import tempfile
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -32,10 +24,8 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-import medfew
 from medfew.data.catalog import (
     MEDMNIST_SPLITS,
     DatasetInfo,
@@ -47,20 +37,23 @@ from medfew.data.catalog import (
 )
 from medfew.data.manifest import Manifest, manifest_from_catalog, manifest_from_csv, manifest_from_folder
 from medfew.data.pool import ImagePool
+from medfew.data.pool_cache import (  # noqa: F401 - re-exported
+    PREPROCESS_VERSION,
+    cache_dir,
+    cache_key,
+    cache_stats,
+    clear_memory_cache,
+    lookup,
+    note_build,
+    store,
+)
 from medfew.data.readers import load_image, read_medmnist
 from medfew.data.transforms import preprocess_batch, preprocess_image
 from medfew.errors import ConfigError, DatasetNotFoundError, ImageReadError, ManifestError, MedfewError
 
 logger = logging.getLogger(__name__)
 
-PREPROCESS_VERSION = 1
-"""Bump when decoding or resizing changes, to invalidate every cached pool."""
-CACHE_DIR_ENV = "MEDFEW_CACHE_DIR"
-_CACHE_FORMAT = 1
 OnError = Literal["raise", "skip"]
-
-_MEMORY: dict[str, ImagePool] = {}
-_STATS = {"memory_hits": 0, "disk_hits": 0, "builds": 0}
 
 
 def load_pool(
@@ -102,22 +95,18 @@ def load_pool(
     """
     _check_args(image_size, channels, on_error)
     plan = _plan(source, split, data_root, image_size)
-    key = _cache_key(plan, image_size, channels, on_error)
+    key = cache_key(
+        kind=plan.kind, name=plan.name, split=plan.split, class_names=plan.class_names,
+        files=plan.key_files, image_size=image_size, channels=channels, on_error=on_error,
+    )
     if cache:
-        hit = _MEMORY.get(key)
+        hit = lookup(key)
         if hit is not None:
-            _STATS["memory_hits"] += 1
             return hit
-        pool = _read_disk(key)
-        if pool is not None:
-            _STATS["disk_hits"] += 1
-            _MEMORY[key] = pool
-            return pool
     pool = _build(plan, image_size, channels, on_error, progress)
-    _STATS["builds"] += 1
+    note_build()
     if cache:
-        _MEMORY[key] = pool
-        _write_disk(key, pool)
+        store(key, pool)
     return pool
 
 
@@ -138,22 +127,6 @@ def load_pools(
         this_split = split.get(str(name)) if isinstance(split, Mapping) else split
         pools.append(load_pool(name, split=this_split, **kwargs))
     return pools
-
-
-def cache_dir() -> Path:
-    """The disk cache folder: ``$MEDFEW_CACHE_DIR`` or ``~/.cache/medfew``."""
-    env = os.environ.get(CACHE_DIR_ENV)
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "medfew"
-
-
-def clear_memory_cache() -> None:
-    """Forget every pool cached in this process (the disk cache stays)."""
-    _MEMORY.clear()
-
-
-def cache_stats() -> dict[str, int]:
-    """Counts of ``memory_hits``, ``disk_hits`` and ``builds`` since the process started."""
-    return dict(_STATS)
 
 
 # ------------------------------------------------------------------------------------ planning
@@ -252,27 +225,6 @@ def _plan_manifest(manifest: Manifest, split: str | None, base: Path, info: Data
         info=info,
         manifest=selected,
     )
-
-
-def _cache_key(plan: _Plan, image_size: int, channels: int, on_error: str) -> str:
-    files = []
-    for path in plan.key_files:
-        st = path.stat()
-        files.append([str(path), st.st_size, st.st_mtime_ns])
-    payload = {
-        "format": _CACHE_FORMAT,
-        "preprocess": PREPROCESS_VERSION,
-        "medfew": medfew.__version__,
-        "kind": plan.kind,
-        "name": plan.name,
-        "split": plan.split,
-        "classes": list(plan.class_names),
-        "image_size": image_size,
-        "channels": channels,
-        "on_error": on_error,
-        "files": files,
-    }
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:40]
 
 
 # ------------------------------------------------------------------------------------ building
@@ -412,78 +364,3 @@ def _check_index_checksum(plan: _Plan, provenance: dict[str, Any]) -> None:
                 RuntimeWarning,
                 stacklevel=5,
             )
-
-
-# --------------------------------------------------------------------------------- disk cache
-
-
-def _entry_paths(key: str) -> tuple[Path, Path]:
-    folder = cache_dir() / "pools"
-    return folder / f"{key}.safetensors", folder / f"{key}.json"
-
-
-def _read_disk(key: str) -> ImagePool | None:
-    tensor_path, meta_path = _entry_paths(key)
-    if not (tensor_path.is_file() and meta_path.is_file()):
-        return None
-    try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        if meta.get("format") != _CACHE_FORMAT or meta.get("key") != key:
-            raise MedfewError("sidecar does not match this cache key")
-        tensors = load_file(str(tensor_path))
-        images, labels = tensors["images"], tensors["labels"]
-        if list(images.shape) != meta["shape"] or str(images.dtype) != meta["dtype"]:
-            raise MedfewError(f"tensor shape {list(images.shape)} differs from the sidecar {meta['shape']}")
-        return ImagePool(
-            images=images,
-            labels=labels,
-            class_names=tuple(meta["class_names"]),
-            name=meta["name"],
-            groups=tensors.get("groups"),
-            split=meta["split"],
-            provenance=meta["provenance"],
-        )
-    except Exception as exc:  # noqa: BLE001 - any unreadable entry is rebuilt, never fatal
-        warnings.warn(f"ignoring corrupt pool cache entry {tensor_path} ({exc}); rebuilding", RuntimeWarning, stacklevel=3)
-        for path in (tensor_path, meta_path):
-            try:
-                path.unlink()
-            except OSError:
-                pass
-        return None
-
-
-def _write_disk(key: str, pool: ImagePool) -> None:
-    tensor_path, meta_path = _entry_paths(key)
-    tensors = {"images": pool.images.contiguous(), "labels": pool.labels.contiguous()}
-    if pool.groups is not None:
-        tensors["groups"] = pool.groups.contiguous()
-    meta = {
-        "format": _CACHE_FORMAT,
-        "key": key,
-        "name": pool.name,
-        "split": pool.split,
-        "class_names": list(pool.class_names),
-        "shape": list(pool.images.shape),
-        "dtype": str(pool.images.dtype),
-        "provenance": pool.provenance,
-    }
-    try:
-        tensor_path.parent.mkdir(parents=True, exist_ok=True)
-        _atomic_write(tensor_path, lambda tmp: save_file(tensors, str(tmp)))
-        _atomic_write(meta_path, lambda tmp: tmp.write_text(json.dumps(meta), encoding="utf-8"))
-    except OSError as exc:
-        warnings.warn(f"could not write the pool cache under {tensor_path.parent} ({exc})", RuntimeWarning, stacklevel=3)
-
-
-def _atomic_write(final: Path, write: Any) -> None:
-    """Write through a temporary file in the same folder, then rename it over ``final``."""
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        write(tmp)
-        os.replace(tmp, final)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
