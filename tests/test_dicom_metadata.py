@@ -1,0 +1,172 @@
+"""``read_dicom_metadata``: clinical fields apart from identifying ones, plain values, pixels never decoded."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+from PIL import Image
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.encaps import encapsulate
+from pydicom.sequence import Sequence
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+
+from medfew.data.readers import DicomMetadata, read_dicom_metadata
+from medfew.errors import ImageReadError
+
+PHI = {
+    "PatientName": "Doe^Jane^Q",
+    "PatientID": "MRN-778899",
+    "PatientBirthDate": "19700101",
+    "AccessionNumber": "ACC123",
+    "InstitutionName": "St. Example Hospital",
+    "ReferringPhysicianName": "House^Gregory",
+    "PerformingPhysicianName": "Wilson^James",
+    "StudyDate": "20240102",
+    "SeriesDate": "20240102",
+    "AcquisitionDate": "20240102",
+    "OtherPatientIDs": "ALT-1",
+}
+
+
+def make_ct(tmp_path: Path, name: str = "ct.dcm", **extra: object) -> Path:
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = CTImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID = CTImageStorage
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.StudyInstanceUID = "1.2.3.4.5.6"
+    for key, value in PHI.items():
+        setattr(ds, key, value)
+    ds.Modality = "CT"
+    ds.BodyPartExamined = "CHEST"
+    ds.ViewPosition = ""
+    ds.Manufacturer = "ACME"
+    ds.PixelSpacing = [0.5, 0.625]
+    ds.WindowCenter = [40, -600]
+    ds.WindowWidth = [400, 1500]
+    ds.RescaleSlope = 1
+    ds.RescaleIntercept = -1024
+    ds.set_pixel_data(np.zeros((16, 16), dtype=np.int16), "MONOCHROME2", 16)
+    for key, value in extra.items():
+        setattr(ds, key, value)
+    path = tmp_path / name
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def test_identifying_and_clinical_are_apart(tmp_path: Path) -> None:
+    meta = read_dicom_metadata(make_ct(tmp_path))
+    assert isinstance(meta, DicomMetadata)
+    for key, value in PHI.items():
+        assert meta.identifying[key] == value
+        assert key not in meta.clinical
+    assert meta.identifying["StudyInstanceUID"] == "1.2.3.4.5.6"
+    assert meta.clinical["Modality"] == "CT"
+    assert meta.clinical["BodyPartExamined"] == "CHEST"
+    assert meta.clinical["Rows"] == 16 and meta.clinical["Columns"] == 16
+    assert meta.clinical["PixelSpacing"] == [0.5, 0.625]
+    assert meta.clinical["PhotometricInterpretation"] == "MONOCHROME2"
+    assert meta.clinical["BitsStored"] == 16
+    assert meta.clinical["WindowCenter"] == [40.0, -600.0]
+    assert meta.clinical["WindowWidth"] == [400.0, 1500.0]
+    assert meta.clinical["TransferSyntaxUID"] == ExplicitVRLittleEndian
+    assert meta.clinical["TransferSyntax"] == "Explicit VR Little Endian"
+    assert meta.clinical["Manufacturer"] == "ACME"
+    assert "ViewPosition" not in meta.clinical  # empty values are left out
+    assert meta.modality == "CT" and meta.n_frames == 1
+
+
+def test_values_are_plain_python(tmp_path: Path) -> None:
+    meta = read_dicom_metadata(make_ct(tmp_path))
+    for value in meta.identifying.values():
+        assert type(value) is str
+    for key, value in meta.clinical.items():
+        items = value if isinstance(value, list) else [value]
+        assert all(type(v) in (str, int, float) for v in items), (key, value)
+    json.dumps(meta.to_dict(include_identifiers=True))
+
+
+def test_to_dict_hides_identifiers_unless_asked(tmp_path: Path) -> None:
+    meta = read_dicom_metadata(make_ct(tmp_path))
+    public = meta.to_dict()
+    assert public["Modality"] == "CT"
+    assert not set(PHI) & set(public)
+    assert "StudyInstanceUID" not in public
+    full = meta.to_dict(include_identifiers=True)
+    assert full["PatientName"] == "Doe^Jane^Q" and full["Modality"] == "CT"
+    public["Modality"] = "MR"  # a copy
+    assert meta.clinical["Modality"] == "CT"
+
+
+def test_repr_does_not_leak_identifiers(tmp_path: Path) -> None:
+    text = repr(read_dicom_metadata(make_ct(tmp_path)))
+    assert "Doe" not in text and "MRN-778899" not in text
+    assert "CT" in text
+
+
+def test_pixels_are_never_decoded(tmp_path: Path) -> None:
+    # Pixel data that no decoder could read (garbage under a JPEG-LS syntax): the header still reads.
+    path = make_ct(tmp_path, "undecodable.dcm")
+    ds = pydicom.dcmread(path)
+    ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.4.80"
+    ds.PixelData = encapsulate([b"\x00" * 16])
+    ds["PixelData"].VR = "OB"
+    ds.save_as(path, enforce_file_format=True)
+    meta = read_dicom_metadata(path)
+    assert meta.clinical["TransferSyntax"] == "JPEG-LS Lossless Image Compression"
+    assert meta.clinical["Rows"] == 16
+
+
+def test_enhanced_functional_groups_fill_window_and_spacing(tmp_path: Path) -> None:
+    voi = Dataset()
+    voi.WindowCenter = 300
+    voi.WindowWidth = 600
+    measures = Dataset()
+    measures.PixelSpacing = [0.8, 0.8]
+    measures.SliceThickness = 1.5
+    shared = Dataset()
+    shared.FrameVOILUTSequence = Sequence([voi])
+    shared.PixelMeasuresSequence = Sequence([measures])
+    path = make_ct(tmp_path, "enh.dcm", SharedFunctionalGroupsSequence=Sequence([shared]))
+    ds = pydicom.dcmread(path)
+    for key in ("WindowCenter", "WindowWidth", "PixelSpacing"):
+        delattr(ds, key)
+    ds.save_as(path, enforce_file_format=True)
+    meta = read_dicom_metadata(path)
+    assert meta.clinical["WindowCenter"] == 300.0 and meta.clinical["WindowWidth"] == 600.0
+    assert meta.clinical["PixelSpacing"] == [0.8, 0.8] and meta.clinical["SliceThickness"] == 1.5
+
+
+def test_bytes_input(tmp_path: Path) -> None:
+    path = make_ct(tmp_path)
+    assert read_dicom_metadata(path.read_bytes()).to_dict() == read_dicom_metadata(path).to_dict()
+
+
+def test_not_dicom(tmp_path: Path) -> None:
+    png = tmp_path / "photo.dcm"
+    Image.new("L", (16, 16)).save(png, format="PNG")
+    with pytest.raises(ImageReadError, match=r"photo\.dcm: not a DICOM file \(content is png\)"):
+        read_dicom_metadata(png)
+    with pytest.raises(ImageReadError, match=r"missing\.dcm: file not found"):
+        read_dicom_metadata(tmp_path / "missing.dcm")
+
+
+def test_real_samples(data_root: Path) -> None:
+    for path in sorted((data_root / "dicom_samples").glob("*.dcm")):
+        meta = read_dicom_metadata(path)
+        assert meta.clinical["Modality"] in {"CT", "MR", "CR", "US", "NM", "OT"}, path.name
+        assert isinstance(meta.clinical["Rows"], int)
+        public = meta.to_dict()
+        assert "PatientName" not in public and "PatientID" not in public
+        json.dumps(meta.to_dict(include_identifiers=True))
+    brain = read_dicom_metadata(data_root / "dicom_samples" / "ctbrain1.dcm")
+    assert brain.identifying["PatientName"]  # the deid test file carries a (fake) name
+    assert brain.clinical["TransferSyntax"] == "JPEG Baseline (Process 1)"
+    assert read_dicom_metadata(data_root / "dicom_samples" / "emri_small.dcm").n_frames == 10
