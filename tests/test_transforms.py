@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 from pathlib import Path
 
 import numpy as np
@@ -212,6 +214,12 @@ def test_unit_mode_is_unchanged_and_bad_modes() -> None:
 # --- build_augmentation ---------------------------------------------------------------------------
 
 
+@pytest.fixture(params=["batched", "monai"])
+def augmentation(request: pytest.FixtureRequest):
+    """``build_augmentation`` with each backend."""
+    return functools.partial(build_augmentation, backend=request.param)
+
+
 def episode_batch(n: int = 16) -> torch.Tensor:
     """``n`` images at 28 x 28 (80 is a 5-way 5-shot 15-query episode), grey replicated to 3 channels."""
     torch.manual_seed(0)
@@ -219,15 +227,15 @@ def episode_batch(n: int = 16) -> torch.Tensor:
     return grey.expand(-1, 3, -1, -1).contiguous()
 
 
-def test_none_is_identity() -> None:
+def test_none_is_identity(augmentation) -> None:
     x = episode_batch()
-    assert build_augmentation("none")(x) is x
+    assert augmentation("none")(x) is x
 
 
 @pytest.mark.parametrize("strength", ["standard", "strong"])
-def test_augmentation_changes_images_keeps_shape_dtype_range(strength: str) -> None:
+def test_augmentation_changes_images_keeps_shape_dtype_range(strength: str, augmentation) -> None:
     x = episode_batch(80)
-    out = build_augmentation(strength, seed=0)(x)
+    out = augmentation(strength, seed=0)(x)
     assert out.shape == x.shape and out.dtype == x.dtype and type(out) is torch.Tensor
     assert float(out.min()) >= 0.0 and float(out.max()) <= 1.0
     changed = (out - x).abs().flatten(1).max(dim=1).values > 1e-3
@@ -236,52 +244,66 @@ def test_augmentation_changes_images_keeps_shape_dtype_range(strength: str) -> N
     assert all(d > 0 for d in per_image)  # random per image
 
 
-def test_augmentation_is_reproducible_with_seed() -> None:
+def test_augmentation_is_reproducible_with_seed(augmentation) -> None:
     x = episode_batch()
-    a, b = build_augmentation("standard", seed=123), build_augmentation("standard", seed=123)
+    a, b = augmentation("standard", seed=123), augmentation("standard", seed=123)
     first_a, first_b = a(x), b(x)
     assert torch.equal(first_a, first_b)
     assert torch.equal(a(x), b(x))  # the sequence of calls is reproducible too
     assert not torch.equal(a(x), first_a)  # but successive calls draw new parameters
-    other = build_augmentation("standard", seed=124)(x)
+    other = augmentation("standard", seed=124)(x)
     assert not torch.equal(other, first_a)
 
 
-def test_strong_is_stronger_than_standard() -> None:
+def test_strong_is_stronger_than_standard(augmentation) -> None:
     x = episode_batch()
-    standard = (build_augmentation("standard", seed=1)(x) - x).abs().mean()
-    strong = (build_augmentation("strong", seed=1)(x) - x).abs().mean()
+    standard = (augmentation("standard", seed=1)(x) - x).abs().mean()
+    strong = (augmentation("strong", seed=1)(x) - x).abs().mean()
     assert strong > standard
 
 
-def test_flip_is_opt_in() -> None:
+def test_flip_is_opt_in(augmentation) -> None:
     x = torch.zeros(32, 1, 28, 28)
     x[:, :, 10:18, :6] = 1.0  # a blob on the left; no other transform can move it to the far right
 
     def right_side(out: torch.Tensor) -> torch.Tensor:
         return (out[:, 0, 10:18, 20:].amax(dim=(1, 2)) > 0.5).sum()
 
-    assert right_side(build_augmentation("standard", seed=0)(x)) == 0
-    assert right_side(build_augmentation("standard", seed=0, flip=True)(x)) > 5
+    assert right_side(augmentation("standard", seed=0)(x)) == 0
+    assert right_side(augmentation("standard", seed=0, flip=True)(x)) > 5
 
 
-def test_augmentation_bad_arguments() -> None:
+def test_augmentation_bad_arguments(augmentation) -> None:
     with pytest.raises(
         ConfigError,
         match=r"unknown augmentation strength 'extreme'; expected one of \['none', 'standard', 'strong'\]",
     ):
-        build_augmentation("extreme")
+        augmentation("extreme")
     with pytest.raises(ConfigError, match=r"augmentation seed must be an int or None, got 1\.5"):
-        build_augmentation("standard", seed=1.5)  # type: ignore[arg-type]
+        augmentation("standard", seed=1.5)  # type: ignore[arg-type]
     with pytest.raises(
         ConfigError, match=r"augmentation needs a float \(B, C, H, W\) tensor, got shape \(28, 28\)"
     ):
-        build_augmentation("standard", seed=0)(torch.rand(28, 28))
+        augmentation("standard", seed=0)(torch.rand(28, 28))
 
 
-def test_augmentation_handles_several_sizes_and_empty() -> None:
-    aug = build_augmentation("standard", seed=0)
+def test_augmentation_handles_several_sizes_and_empty(augmentation) -> None:
+    aug = augmentation("standard", seed=0)
     assert aug(torch.rand(2, 1, 28, 28)).shape == (2, 1, 28, 28)
     assert aug(torch.rand(2, 3, 32, 40)).shape == (2, 3, 32, 40)
     empty = torch.zeros(0, 1, 28, 28)
     assert aug(empty).shape == (0, 1, 28, 28)
+
+
+def test_set_random_state_makes_a_call_a_function_of_the_seed(augmentation) -> None:
+    x = episode_batch()
+    aug = augmentation("standard", seed=0)
+    first = aug.set_random_state(42)(x)
+    aug(x)
+    again = aug.set_random_state(42)(x)
+    assert torch.equal(first, again)
+
+
+def test_unknown_backend() -> None:
+    with pytest.raises(ConfigError, match="unknown augmentation backend 'gpu'"):
+        build_augmentation("standard", backend="gpu")

@@ -150,9 +150,14 @@ def normalize_batch(x: torch.Tensor, mode: str = "zscore") -> torch.Tensor:
 
 
 def build_augmentation(
-    strength: str = "standard", seed: int | None = None, *, flip: bool = False
+    strength: str = "standard", seed: int | None = None, *, flip: bool = False, backend: str = "batched"
 ) -> Callable[[torch.Tensor], torch.Tensor]:
-    """MONAI random augmentation applied independently to every image of a batch (training only).
+    """Random augmentation applied independently to every image of a batch (training only).
+
+    ``backend="batched"`` (default) draws the same family of transforms as tensors and applies them to
+    the whole batch in one ``grid_sample`` call (:class:`medfew.data.augment.BatchAugmentation`, a few ms
+    per episode, GPU-ready). ``backend="monai"`` runs the per-image MONAI pipeline described below.
+    Both have ``set_random_state(seed)``, which the episode sampler calls per episode.
 
     ``"standard"``: RandAffine (p 0.8: rotation +-10 deg, scale +-10 %, translation +-6 % of the side,
     zero padding), RandGaussianNoise (p 0.3, std 0.02), RandAdjustContrast (p 0.3, gamma 0.8-1.25),
@@ -185,6 +190,12 @@ def build_augmentation(
         raise ConfigError(f"augmentation seed must be an int or None, got {seed!r}")
     if strength == "none":
         return _identity
+    if backend == "batched":
+        from medfew.data.augment import BatchAugmentation
+
+        return BatchAugmentation(strength, seed, flip=flip)
+    if backend != "monai":
+        raise ConfigError(f"unknown augmentation backend {backend!r}; expected 'batched' or 'monai'")
     return _Augmentation(strength, seed, flip)
 
 
@@ -196,6 +207,12 @@ class _Augmentation:
         self.flip = flip
         self._rng = np.random.RandomState(seed)
         self._pipelines: dict[tuple[int, int, str], Compose] = {}
+
+    def set_random_state(self, seed: int) -> _Augmentation:
+        """Reseed, so that the next call's augmentation depends only on ``seed``."""
+        self._rng = np.random.RandomState(seed)
+        self._pipelines.clear()
+        return self
 
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
         if not isinstance(batch, torch.Tensor) or batch.ndim != 4 or not batch.is_floating_point():
