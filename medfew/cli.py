@@ -204,6 +204,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("medfew: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # e.g. `medfew data inspect X | head`
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":  # pragma: no cover
