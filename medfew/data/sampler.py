@@ -83,6 +83,27 @@ class _ClassIndex:
         return best
 
 
+@dataclass(frozen=True)
+class EpisodePlan:
+    """The images one episode is made of, as pool indices, class by class in label order.
+
+    Attributes:
+        class_names: ``(N,)`` names of the episode's classes.
+        class_ids: ``(N,)`` indices into the sampler's ``class_vocabulary``.
+        sources: ``(N,)`` pool name of each class.
+        support: ``(N,)`` pairs ``(pool index, image indices)`` of each class's support images.
+        query: ``(N,)`` pairs ``(pool index, image indices)`` of each class's query images.
+        augment_seed: Seed of this episode's augmentation.
+    """
+
+    class_names: tuple[str, ...]
+    class_ids: tuple[int, ...]
+    sources: tuple[str, ...]
+    support: tuple[tuple[int, np.ndarray], ...]
+    query: tuple[tuple[int, np.ndarray], ...]
+    augment_seed: int
+
+
 class EpisodeSampler:
     """Draws N-way K-shot Q-query episodes, deterministically for a given seed.
 
@@ -195,44 +216,51 @@ class EpisodeSampler:
         """``(C, H, W)`` of the episode images."""
         return self.pools[0].image_shape
 
-    def sample(self, index: int) -> Episode:
-        """Build episode number ``index`` (deterministic for ``(seed, index)``)."""
+    def plan(self, index: int) -> EpisodePlan:
+        """Which images episode ``index`` uses, without gathering them (deterministic for ``(seed, index)``)."""
         if index < 0:
             raise EpisodeError(f"episode index must be >= 0, got {index}")
         rng = np.random.default_rng([self.seed, index])
         entries = self._domains[int(rng.integers(len(self._domains)))]
         ways = min(self.ways, len(entries))
         chosen = [entries[i] for i in rng.choice(len(entries), size=ways, replace=False)]
-        support: list[torch.Tensor] = []
-        query: list[torch.Tensor] = []
-        support_labels: list[int] = []
-        query_labels: list[int] = []
-        for label, entry in enumerate(chosen):
+        support, query = [], []
+        for entry in chosen:
             s, q = entry.draw(rng, self.shots, self.queries)
-            pool = self.pools[entry.pool]
-            support.append(pool.as_float(torch.from_numpy(s)))
-            query.append(pool.as_float(torch.from_numpy(q)))
-            support_labels += [label] * len(s)
-            query_labels += [label] * len(q)
-        images = torch.cat(support + query)
+            support.append((entry.pool, s))
+            query.append((entry.pool, q))
+        return EpisodePlan(
+            class_names=tuple(self._class_name(e) for e in chosen),
+            class_ids=tuple(self._vocab_index[f"{self.pools[e.pool].name}/{e.name}"] for e in chosen),
+            sources=tuple(self.pools[e.pool].name for e in chosen),
+            support=tuple(support),
+            query=tuple(query),
+            augment_seed=int(rng.integers(2**31)),
+        )
+
+    def sample(self, index: int) -> Episode:
+        """Build episode number ``index`` (deterministic for ``(seed, index)``)."""
+        plan = self.plan(index)
+        parts = [self.pools[p].as_float(torch.from_numpy(idx)) for p, idx in plan.support + plan.query]
+        images = torch.cat(parts)
         if self.augment is not None:
             if hasattr(self.augment, "set_random_state"):
-                self.augment.set_random_state(seed=int(rng.integers(2**31)))
+                self.augment.set_random_state(plan.augment_seed)
             images = self.augment(images)
         if self.normalize is not None:
             images = self.normalize(images)
+        support_labels = [label for label, (_, idx) in enumerate(plan.support) for _ in range(len(idx))]
+        query_labels = [label for label, (_, idx) in enumerate(plan.query) for _ in range(len(idx))]
         n_support = len(support_labels)
-        sources = {self.pools[e.pool].name for e in chosen}
+        sources = set(plan.sources)
         return Episode(
             support_images=images[:n_support].contiguous(),
             support_labels=torch.tensor(support_labels, dtype=torch.int64),
             query_images=images[n_support:].contiguous(),
             query_labels=torch.tensor(query_labels, dtype=torch.int64),
-            class_names=tuple(self._class_name(e) for e in chosen),
+            class_names=plan.class_names,
             source=sources.pop() if len(sources) == 1 else "mixed",
-            global_class_ids=torch.tensor(
-                [self._vocab_index[f"{self.pools[e.pool].name}/{e.name}"] for e in chosen], dtype=torch.int64
-            ),
+            global_class_ids=torch.tensor(plan.class_ids, dtype=torch.int64),
         )
 
     def _class_name(self, entry: _ClassIndex) -> str:
