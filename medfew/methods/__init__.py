@@ -1,1 +1,24 @@
-"""medfew.methods."""
+"""Few-shot methods behind a registry: ``build_method(name, backbone, **hyperparameters)``.
+
+Importing this package registers ``protonet``, ``matchingnet``, ``maml``, ``fomaml``, ``metasgd``,
+``reptile`` and ``baseline`` (Baseline++).
+"""
+
+from medfew.methods import baseline, maml, matchingnet, protonet, reptile  # noqa: F401  (registration)
+from medfew.methods.base import AdaptedModel, FewShotMethod, StepOutput
+from medfew.methods.registry import (
+    build_method,
+    list_methods,
+    method_class,
+    register_method,
+)
+
+__all__ = [
+    "AdaptedModel",
+    "FewShotMethod",
+    "StepOutput",
+    "build_method",
+    "list_methods",
+    "method_class",
+    "register_method",
+]

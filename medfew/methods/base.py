@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from medfew.data.episode import Episode
+from medfew.errors import EpisodeError
 
 
 @dataclass
@@ -94,3 +95,31 @@ class FewShotMethod(nn.Module, ABC):
     def hyperparameters(self) -> dict:
         """JSON-serialisable hyperparameters, saved in checkpoints and rebuilt by the registry."""
         return {}
+
+
+def support_classes(support_images: torch.Tensor, support_labels: torch.Tensor) -> int:
+    """Check a support set and return its number of classes ``N``.
+
+    Args:
+        support_images: ``(S, C, H, W)``.
+        support_labels: ``(S,)`` int64 in ``[0, N)``, every class present.
+
+    Raises:
+        EpisodeError: Wrong shapes or dtype, or a class in ``[0, max label]`` without an image.
+    """
+    if support_images.ndim != 4 or support_labels.ndim != 1 or support_labels.shape[0] != support_images.shape[0]:
+        raise EpisodeError(
+            f"support images must be (S, C, H, W) and labels (S,), got {tuple(support_images.shape)} "
+            f"and {tuple(support_labels.shape)}"
+        )
+    if support_labels.dtype != torch.int64 or not support_labels.numel() or int(support_labels.min()) < 0:
+        raise EpisodeError(
+            f"support labels must be non-empty int64 in [0, N), got {support_labels.dtype} "
+            f"{support_labels.unique().tolist()}"
+        )
+    counts = torch.bincount(support_labels)
+    if len(counts) < 2 or bool((counts == 0).any()):
+        raise EpisodeError(
+            f"support labels must cover every class 0..N-1 with N >= 2, got counts {counts.tolist()}"
+        )
+    return len(counts)

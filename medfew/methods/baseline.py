@@ -1,0 +1,153 @@
+"""Baseline++ (Chen et al. 2019): pre-train a cosine classifier over all meta-train classes, then fit a
+new cosine head on frozen support features."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from medfew.data.episode import Episode
+from medfew.errors import EpisodeError
+from medfew.methods.base import AdaptedModel, FewShotMethod, support_classes
+from medfew.methods.functional import cosine_logits, prototypes
+from medfew.methods.inner_loop import gradients_enabled
+from medfew.methods.registry import register_method
+from medfew.models.checks import check_int, check_positive
+
+ADAM_BETAS = (0.9, 0.999)
+ADAM_EPS = 1e-8
+
+
+def fit_adam(
+    loss_fn: Callable[[torch.Tensor], torch.Tensor], start: torch.Tensor, *, steps: int, lr: float
+) -> torch.Tensor:
+    """Minimise ``loss_fn`` over one tensor by full-batch Adam (Kingma & Ba 2015, bias-corrected).
+
+    Written out rather than using ``torch.optim.Adam``, whose first construction imports
+    ``torch._dynamo`` (seconds, once per process) - too slow for a clinician's first adaptation.
+
+    Args:
+        loss_fn: Maps the tensor to a scalar loss.
+        start: Initial value (any shape); not modified.
+        steps: Adam steps.
+        lr: Learning rate.
+
+    Returns:
+        The detached optimised tensor, shaped like ``start``.
+    """
+    value = start.detach().clone()
+    first, second = torch.zeros_like(value), torch.zeros_like(value)
+    beta1, beta2 = ADAM_BETAS
+    for step in range(1, steps + 1):
+        leaf = value.requires_grad_()
+        (grad,) = torch.autograd.grad(loss_fn(leaf), leaf)
+        first = beta1 * first + (1 - beta1) * grad
+        second = beta2 * second + (1 - beta2) * grad.square()
+        update = (first / (1 - beta1**step)) / ((second / (1 - beta2**step)).sqrt() + ADAM_EPS)
+        value = (leaf - lr * update).detach()
+    return value
+
+
+class CosineClassifier(AdaptedModel):
+    """``scale * cos(f(x), w_c)`` with a fitted, frozen weight ``w`` ``(N, D)``."""
+
+    def __init__(self, backbone: nn.Module, weight: torch.Tensor, scale: float) -> None:
+        self.backbone = backbone
+        self.weight = weight
+        self.scale = scale
+        self.n_classes = int(weight.shape[0])
+
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        """``(M, C, H, W) -> (M, D)`` unit-norm features."""
+        return F.normalize(self.backbone(images), dim=-1)
+
+    def predict(self, query_images: torch.Tensor) -> torch.Tensor:
+        """``(M, C, H, W) -> (M, N)`` logits."""
+        return cosine_logits(self.backbone(query_images), self.weight, self.scale)
+
+
+@register_method("baseline")
+class BaselinePlusPlus(FewShotMethod):
+    """Baseline++: plain supervised pre-training with a cosine classifier, few-shot by a new head.
+
+    Training treats each episode's support + query images as one batch labelled with the global
+    class ids (``episode.global_class_ids``). ``adapt`` embeds the support once without gradients
+    and fits a new cosine head by ``adapt_steps`` full-batch Adam steps, starting from the
+    normalised class means (deterministic: no random init, no sampling).
+
+    Args:
+        backbone: ``(B, C, H, W) -> (B, D)`` encoder with a ``feature_dim`` attribute.
+        num_classes: Number of meta-train classes (the size of the sampler's class vocabulary).
+        scale: Cosine-logit scale (the classifier's inverse temperature).
+        adapt_steps: Adam steps of the test-time head.
+        adapt_lr: Adam learning rate of the test-time head.
+    """
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        *,
+        num_classes: int,
+        scale: float = 10.0,
+        adapt_steps: int = 100,
+        adapt_lr: float = 0.01,
+    ) -> None:
+        super().__init__(backbone)
+        self.num_classes = check_int(self.name, "num_classes", num_classes, 2)
+        self.scale = check_positive(self.name, "scale", scale)
+        self.adapt_steps = check_int(self.name, "adapt_steps", adapt_steps, 0)
+        self.adapt_lr = check_positive(self.name, "adapt_lr", adapt_lr)
+        dim = check_int(self.name, "backbone.feature_dim", getattr(backbone, "feature_dim", None), 1)
+        self.classifier = nn.Parameter(torch.randn(num_classes, dim) / math.sqrt(dim))
+
+    def adapt(self, support_images: torch.Tensor, support_labels: torch.Tensor) -> CosineClassifier:
+        """Fit a new cosine head on the frozen support features."""
+        n_classes = support_classes(support_images, support_labels)
+        with torch.no_grad():
+            features = F.normalize(self.backbone(support_images), dim=-1)
+        with gradients_enabled():
+            features, labels = features.clone(), support_labels.clone()
+            weight = F.normalize(prototypes(features, labels, n_classes), dim=-1)
+            weight = fit_adam(
+                lambda w: F.cross_entropy(cosine_logits(features, w, self.scale), labels),
+                weight,
+                steps=self.adapt_steps,
+                lr=self.adapt_lr,
+            )
+        return CosineClassifier(self.backbone, weight, self.scale)
+
+    def episode_loss(self, episode: Episode) -> tuple[torch.Tensor, torch.Tensor]:
+        """Global-class cross-entropy on support + query; returns ``(loss, (M, N) episode logits)``.
+
+        Raises:
+            EpisodeError: The episode has no ``global_class_ids``, or one is outside ``[0, num_classes)``.
+        """
+        ids = episode.global_class_ids
+        if ids is None:
+            raise EpisodeError(
+                f"{self.name}: training needs episodes with global_class_ids (source {episode.source!r})"
+            )
+        if int(ids.min()) < 0 or int(ids.max()) >= self.num_classes:
+            raise EpisodeError(
+                f"{self.name}: global_class_ids {ids.tolist()} outside [0, {self.num_classes}) "
+                f"(num_classes={self.num_classes})"
+            )
+        images = torch.cat([episode.support_images, episode.query_images])
+        labels = ids[torch.cat([episode.support_labels, episode.query_labels])]
+        logits = cosine_logits(self.backbone(images), self.classifier, self.scale)
+        query_logits = logits[episode.support_labels.shape[0] :][:, ids]
+        return F.cross_entropy(logits, labels), query_logits
+
+    def hyperparameters(self) -> dict[str, Any]:
+        """Constructor keyword arguments."""
+        return {
+            "num_classes": self.num_classes,
+            "scale": self.scale,
+            "adapt_steps": self.adapt_steps,
+            "adapt_lr": self.adapt_lr,
+        }

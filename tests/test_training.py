@@ -1,0 +1,122 @@
+"""The one training loop: runs every method, writes its run directory, resumes exactly."""
+
+from __future__ import annotations
+
+import json
+from functools import partial
+from pathlib import Path
+
+import pytest
+import torch
+
+from medfew.config import TrainConfig
+from medfew.data.pool import ImagePool
+from medfew.data.sampler import EpisodeSampler
+from medfew.data.transforms import normalize_batch
+from medfew.methods import build_method, list_methods
+from medfew.models import build_backbone
+from medfew.training.checkpoint import Preprocessing, load_checkpoint
+from medfew.training.loop import fit
+
+
+def toy_pool(n_classes: int = 6, per_class: int = 12, size: int = 16, name: str = "toy") -> ImagePool:
+    """Classes differ by which quadrant is bright, plus noise: learnable but not trivial."""
+    g = torch.Generator().manual_seed(0)
+    images, labels = [], []
+    for c in range(n_classes):
+        base = torch.zeros(1, size, size)
+        r, q = divmod(c, 3)
+        base[:, r * size // 2 : (r + 1) * size // 2, q * size // 3 : (q + 1) * size // 3] = 0.8
+        for _ in range(per_class):
+            images.append((base + 0.3 * torch.rand(1, size, size, generator=g)).clamp(0, 1))
+            labels.append(c)
+    return ImagePool(torch.stack(images), torch.tensor(labels), tuple(f"c{i}" for i in range(n_classes)), name)
+
+
+def make_method(name: str, num_classes: int = 6):
+    backbone = build_backbone("conv4", in_channels=1, image_size=16, hidden=16)
+    extra = {"num_classes": num_classes} if name == "baseline" else {}
+    return build_method(name, backbone, **extra), backbone
+
+
+def settings(**overrides) -> TrainConfig:
+    base = dict(steps=6, meta_batch=2, lr=1e-3, eval_every=3, eval_episodes=4, checkpoint_every=3, log_every=1,
+                device="cpu", seed=0)
+    base.update(overrides)
+    return TrainConfig(**base)
+
+
+def sampler(seed: int = 0) -> EpisodeSampler:
+    return EpisodeSampler([toy_pool()], ways=3, shots=2, queries=3, seed=seed,
+                          normalize=partial(normalize_batch, mode="zscore"))
+
+
+def meta(backbone) -> dict:
+    return dict(backbone="conv4", backbone_config=backbone.config(), preprocessing=Preprocessing(16, 1, "zscore"),
+                class_pool=[f"toy/c{i}" for i in range(6)], config={"test": True})
+
+
+def simple_validate(method) -> dict:
+    s = sampler(seed=99)
+    accs = []
+    for e in s.episodes(4):
+        with torch.no_grad():
+            logits = method.adapt(e.support_images, e.support_labels).predict(e.query_images)
+        accs.append(float((logits.argmax(-1) == e.query_labels).float().mean()))
+    return {"accuracy_mean": sum(accs) / len(accs), "accuracy_ci95": 0.0}
+
+
+@pytest.mark.parametrize("name", list_methods())
+def test_every_method_trains_in_the_same_loop(name: str, tmp_path: Path) -> None:
+    method, backbone = make_method(name)
+    before = {k: v.clone() for k, v in method.state_dict().items()}
+    result = fit(method, sampler(), settings=settings(), run_dir=tmp_path, checkpoint_meta=meta(backbone),
+                 validate=simple_validate, progress=False)
+    assert result.steps_done == 6 and result.best_step in (3, 6)
+    changed = [k for k, v in method.state_dict().items() if not torch.equal(v, before[k])]
+    assert changed, "training changed no weight"
+    for stem in ("best", "last"):
+        assert (tmp_path / f"{stem}.safetensors").is_file() and (tmp_path / f"{stem}.json").is_file()
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if "loss" in r] == [1, 2, 3, 4, 5, 6]
+    assert [r["step"] for r in records if "val" in r] == [3, 6]
+    assert all(torch.isfinite(torch.tensor(r["loss"])) for r in records if "loss" in r)
+    assert (tmp_path / "learning_curve.png").stat().st_size > 1000
+    loaded, info = load_checkpoint(tmp_path / "last.safetensors")
+    assert info.method == name and info.preprocessing.image_size == 16
+    for k, v in method.state_dict().items():
+        assert torch.equal(loaded.state_dict()[k], v.cpu())
+
+
+@pytest.mark.parametrize("name", ["protonet", "maml", "reptile"])
+def test_resume_after_a_stop_equals_an_uninterrupted_run(name: str, tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    straight, backbone = make_method(name)
+    init = {k: v.clone() for k, v in straight.state_dict().items()}
+    fit(straight, sampler(), settings=settings(), run_dir=tmp_path / "a", checkpoint_meta=meta(backbone),
+        validate=simple_validate, progress=False)
+
+    first, backbone = make_method(name)
+    first.load_state_dict(init)
+    fit(first, sampler(), settings=settings(), run_dir=tmp_path / "b", checkpoint_meta=meta(backbone),
+        validate=simple_validate, until_step=3, progress=False)
+    resumed, backbone = make_method(name)  # a fresh process would start from new random weights
+    result = fit(resumed, sampler(), settings=settings(), run_dir=tmp_path / "b", checkpoint_meta=meta(backbone),
+                 validate=simple_validate, progress=False)
+    assert result.steps_done == 6
+    for k, v in straight.state_dict().items():
+        torch.testing.assert_close(resumed.state_dict()[k], v, rtol=0, atol=0, msg=f"{k} differs after resume")
+    steps = [json.loads(l)["step"] for l in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines() if "loss" in l]
+    assert steps == [1, 2, 3, 4, 5, 6]
+
+
+def test_resume_refuses_a_run_of_another_method(tmp_path: Path) -> None:
+    from medfew.errors import CheckpointError
+
+    method, backbone = make_method("protonet")
+    fit(method, sampler(), settings=settings(steps=2, checkpoint_every=1), run_dir=tmp_path,
+        checkpoint_meta=meta(backbone), progress=False)
+    other, backbone = make_method("matchingnet")
+    with pytest.raises(CheckpointError, match="holds a 'protonet' run, cannot resume it as 'matchingnet'"):
+        fit(other, sampler(), settings=settings(steps=2), run_dir=tmp_path, checkpoint_meta=meta(backbone),
+            progress=False)
