@@ -26,6 +26,8 @@ from medfew.experiment import EvalSource, run_evaluation, run_training
 REPO = Path(__file__).resolve().parents[1]
 METHODS = ["protonet", "matchingnet", "baseline", "maml", "fomaml", "metasgd", "reptile"]
 BASELINES = ["nearest_centroid", "logistic_regression"]
+# test-time variants of a trained method: name -> (trained method, method options at test time)
+VARIANTS = {"protonet+cl2": ("protonet", {"feature_transform": "cl2"})}
 # (dataset, split, ways, allow_fewer_queries)
 DOMAINS = [("retinamnist", "test", 5, False), ("breastmnist", "test", 2, False),
            ("covid_chestxray_rare", None, 5, True)]
@@ -52,14 +54,16 @@ def train(method: str, steps: int, out: Path, data_root: str | None) -> dict[str
 
 
 def evaluate_cell(model: str, checkpoint: str | None, dataset: str, split: str | None, ways: int, shots: int,
-                  fewer: bool, episodes: int, data_root: str | None) -> dict[str, Any]:
+                  fewer: bool, episodes: int, data_root: str | None, options: dict | None = None) -> dict[str, Any]:
     t0 = time.perf_counter()
     summary = run_evaluation(
         checkpoint=checkpoint, baseline=None if checkpoint else model,
         source=EvalSource(dataset=dataset, split=split), data_root=data_root, ways=ways, shots=shots,
         queries=QUERIES, episodes=episodes, seed=0, allow_fewer_queries=fewer, device="cpu", progress=True,
+        method_options=options,
     ).to_dict()
     who = f"--checkpoint {checkpoint}" if checkpoint else f"--baseline {model}"
+    who += "".join(f" --method-option {k}={v}" for k, v in (options or {}).items())
     where = f"--dataset {dataset}" + (f" --split {split}" if split else "")
     flags = " --allow-fewer-queries" if fewer else ""
     keep = ("accuracy_mean", "accuracy_ci95", "balanced_accuracy_mean", "auroc_mean", "n_episodes", "ways", "shots")
@@ -69,7 +73,8 @@ def evaluate_cell(model: str, checkpoint: str | None, dataset: str, split: str |
 
 
 def render(results: dict[str, Any], path: Path, episodes: int) -> None:
-    models = [m for m in METHODS if m in results["training"]] + BASELINES
+    models = [m for m in METHODS if m in results["training"]]
+    models += [v for v, (m, _) in VARIANTS.items() if m in results["training"]] + BASELINES
     lines = [
         "# Cross-domain results",
         "",
@@ -103,6 +108,8 @@ def render(results: dict[str, Any], path: Path, episodes: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--steps-for", nargs="*", default=[], metavar="METHOD=STEPS",
+                        help="per-method step budget, e.g. maml=150")
     parser.add_argument("--episodes", type=int, default=600)
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "bench")
     parser.add_argument("--methods", nargs="+", default=METHODS)
@@ -122,20 +129,23 @@ def main() -> None:
         store.write_text(json.dumps(results, indent=2))
         render(results, args.doc, args.episodes)
 
-    jobs = [(m, None) for m in args.methods] + [(b, "baseline") for b in args.baselines]
-    for model, kind in jobs:
+    jobs = [(m, m, None) for m in args.methods]
+    jobs += [(v, m, opts) for v, (m, opts) in VARIANTS.items() if m in args.methods]
+    jobs += [(b, None, None) for b in args.baselines]
+    for model, trained, options in jobs:
         checkpoint = None
-        if kind is None:
-            if model not in results["training"]:
-                results["training"][model] = train(model, args.steps, args.out, args.data_root)
+        if trained is not None:
+            if trained not in results["training"]:
+                budget = dict(item.split("=") for item in args.steps_for).get(trained, args.steps)
+                results["training"][trained] = train(trained, int(budget), args.out, args.data_root)
                 save()
-            checkpoint = results["training"][model]["run_dir"]
+            checkpoint = results["training"][trained]["run_dir"]
         for dataset, split, ways, fewer in DOMAINS:
             for shots in SHOTS:
                 key = cell_key(model, dataset, shots)
                 if key not in results["cells"]:
                     results["cells"][key] = evaluate_cell(model, checkpoint, dataset, split, ways, shots, fewer,
-                                                          args.episodes, args.data_root)
+                                                          args.episodes, args.data_root, options)
                     save()
                     cell = results["cells"][key]
                     print(f"{key}: {100 * cell['accuracy_mean']:.1f} ± {100 * cell['accuracy_ci95']:.1f}", flush=True)

@@ -59,18 +59,19 @@ def _cmd_data_fetch(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------- train / evaluate
-def _parse_overrides(pairs: Sequence[str]) -> dict[str, Any]:
+def _parse_overrides(pairs: Sequence[str], dotted: bool = True) -> dict[str, Any]:
     import yaml
 
     overrides: dict[str, Any] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep:
-            raise ConfigError(f"--set {pair!r} must look like section.key=value")
+            form = "section.key=value" if dotted else "key=value"
+            raise ConfigError(f"{'--set' if dotted else '--method-option'} {pair!r} must look like {form}")
         try:
             overrides[key.strip()] = yaml.safe_load(value)
         except yaml.YAMLError as exc:
-            raise ConfigError(f"--set {pair!r}: value is not valid YAML ({exc})") from exc
+            raise ConfigError(f"{pair!r}: value is not valid YAML ({exc})") from exc
     return overrides
 
 
@@ -124,6 +125,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         ways=args.ways, shots=args.shots, queries=args.queries, episodes=args.episodes, seed=args.seed,
         allow_fewer_queries=args.allow_fewer_queries, image_size=args.image_size, channels=args.channels,
         device=args.device or "auto", progress=not args.quiet,
+        method_options=_parse_overrides(args.method_option or [], dotted=False),
     )
     print(json.dumps(summary.to_dict(), indent=2) if args.json else summary.format_text())
     return 0
@@ -181,6 +183,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--queries", type=int, default=15)
     p.add_argument("--episodes", type=int, default=600)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--method-option", action="append", metavar="KEY=VALUE",
+                   help="test-time method hyperparameter, e.g. feature_transform=cl2 (repeatable)")
     p.add_argument("--allow-fewer-queries", action="store_true", help="small classes get fewer queries instead of an error")
     p.add_argument("--image-size", type=int, default=None, help="baselines only (checkpoints carry their own)")
     p.add_argument("--channels", type=int, default=None, choices=[1, 3], help="baselines only")

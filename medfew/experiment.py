@@ -132,8 +132,13 @@ def run_evaluation(
     channels: int | None = None,
     device: str = "auto",
     progress: bool = True,
+    method_options: dict[str, Any] | None = None,
 ) -> EvaluationSummary:
-    """Evaluate a checkpoint or a raw-pixel baseline on fixed-seed episodes of one source."""
+    """Evaluate a checkpoint or a raw-pixel baseline on fixed-seed episodes of one source.
+
+    ``method_options`` replace saved hyperparameters at test time (a checkpoint only), e.g.
+    ``{"feature_transform": "cl2"}`` for SimpleShot-style normalisation of a ProtoNet.
+    """
     from medfew.training.device import resolve_device
 
     if (checkpoint is None) == (baseline is None):
@@ -143,9 +148,11 @@ def run_evaluation(
     if checkpoint is not None:
         if image_size is not None or channels is not None:
             raise ConfigError("--image-size/--channels apply to baselines; a checkpoint carries its own preprocessing")
-        model, info = load_checkpoint(checkpoint)
+        model, info = load_checkpoint(checkpoint, method_options=method_options)
         prep, name = info.preprocessing, info.method
     else:
+        if method_options:
+            raise ConfigError("method options apply to checkpoints, not to raw-pixel baselines")
         model = build_baseline(baseline)
         prep = Preprocessing(image_size or 28, channels or 3, "zscore")
         name = baseline

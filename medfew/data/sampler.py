@@ -179,12 +179,7 @@ class EpisodeSampler:
                 else:
                     small.append(entry)
             if small:
-                detail = "; ".join(
-                    f"class {e.name!r} of {pool.name!r} has {e.n_images} images in {len(e.groups)} "
-                    f"{'patients' if pool.groups is not None else 'images'}"
-                    f" ({self.shots + e.query_capacity} usable group-disjoint)"
-                    for e in small
-                )
+                detail = "; ".join(self._shortfall(pool, e) for e in small)
                 asked = f"{self.shots} shots + {self.queries} queries = {need} per class"
                 if too_few == "error":
                     hint = "use too_few='limit_queries' (CLI: --allow-fewer-queries) or 'skip'"
@@ -209,6 +204,16 @@ class EpisodeSampler:
         if not usable:
             raise NotEnoughImagesError(f"no pool can give {self.ways}-way episodes: {[p.name for p in self.pools]}")
         return usable
+
+    def _shortfall(self, pool: ImagePool, entry: _ClassIndex) -> str:
+        unit = "patients" if pool.groups is not None else "images"
+        if entry.query_capacity == 0 and len(entry.groups) and entry.n_images >= self.shots:
+            room = f"no query left after {self.shots} group-disjoint shots"
+        elif entry.query_capacity == 0:
+            room = f"fewer than {self.shots} shots"
+        else:
+            room = f"at most {entry.query_capacity} group-disjoint queries after {self.shots} shots"
+        return f"class {entry.name!r} of {pool.name!r} has {entry.n_images} images in {len(entry.groups)} {unit} ({room})"
 
     # ------------------------------------------------------------------ sampling
     @property

@@ -7,6 +7,8 @@ plain tensors (not differentiable with respect to the query images).
 
 from __future__ import annotations
 
+import warnings
+
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 
@@ -135,7 +137,10 @@ class NearestCentroidBaseline(Baseline):
 
     def adapt(self, support_images: torch.Tensor, support_labels: torch.Tensor) -> NearestCentroidModel:
         features, targets, _ = _check_support(support_images, support_labels)
-        classifier = NearestCentroid(metric="euclidean").fit(features, targets)
+        with warnings.catch_warnings():
+            # 1-shot: sklearn computes a within-class spread (unused without shrinkage) from 0 dof.
+            warnings.filterwarnings("ignore", message="invalid value encountered", category=RuntimeWarning)
+            classifier = NearestCentroid(metric="euclidean").fit(features, targets)
         return NearestCentroidModel(classifier, features.shape[1])
 
 

@@ -189,12 +189,16 @@ def _check_safetensors_header(path: Path) -> None:
         raise CheckpointError(f"{path}: not a safetensors file (refusing to guess its format)")
 
 
-def load_checkpoint(spec: str | Path, *, map_location: str = "cpu") -> tuple[FewShotMethod, CheckpointInfo]:
+def load_checkpoint(
+    spec: str | Path, *, map_location: str = "cpu", method_options: dict[str, Any] | None = None
+) -> tuple[FewShotMethod, CheckpointInfo]:
     """Rebuild the method described by a checkpoint and load its weights.
 
     Args:
         spec: ``"default"``, a run directory, a ``.safetensors`` file or its ``.json`` sidecar.
         map_location: Device for the loaded tensors.
+        method_options: Test-time hyperparameters that replace the saved ones (e.g.
+            ``{"feature_transform": "cl2"}`` or ``{"test_inner_steps": 20}``); the weights must still fit.
 
     Returns:
         The method in eval mode and the parsed sidecar.
@@ -219,7 +223,7 @@ def load_checkpoint(spec: str | Path, *, map_location: str = "cpu") -> tuple[Few
         raise CheckpointError(f"{info.path}: cannot read the weights ({exc})") from exc
     try:
         backbone = build_backbone(info.backbone, **info.backbone_config)
-        method = build_method(info.method, backbone, **info.method_hparams)
+        method = build_method(info.method, backbone, **{**info.method_hparams, **(method_options or {})})
     except (MedfewError, TypeError) as exc:
         raise CheckpointError(f"{info.path}: cannot rebuild {info.method}/{info.backbone}: {exc}") from exc
     expected = method.state_dict()
