@@ -6,6 +6,7 @@ configs and keyword arguments, never argv or YAML.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from dataclasses import dataclass
 from functools import partial
@@ -163,5 +164,6 @@ def run_evaluation(
         too_few="limit_queries" if allow_fewer_queries else "error",
         normalize=partial(normalize_batch, mode=prep.normalize),
     )
-    return evaluate(model, sampler.episodes(episodes), n_episodes=episodes, device=str(resolve_device(device)),
-                    progress=progress, method_name=name)
+    summary = evaluate(model, sampler.episodes(episodes), n_episodes=episodes, device=str(resolve_device(device)),
+                       progress=progress, method_name=name)
+    return dataclasses.replace(summary, queries_requested=queries)

@@ -87,3 +87,45 @@ def test_console_script_runs_as_a_module() -> None:
                             check=False, env={**os.environ})
     assert result.returncode == 0
     assert {"organamnist", "covid_chestxray_rare", "retinamnist"} <= {line.split()[0] for line in result.stdout.splitlines()}
+
+
+def class_folder(root: Path, counts: dict[str, int]) -> Path:
+    """Each class is a stripe pattern of its own period (survives per-image z-scoring), plus noise."""
+    rng = np.random.default_rng(0)
+    for k, (name, n) in enumerate(counts.items()):
+        (root / name).mkdir(parents=True)
+        stripes = ((np.arange(24) // (k + 2)) % 2 * 160 + 40)[None, :].repeat(24, axis=0)
+        for i in range(n):
+            pixels = np.clip(stripes + rng.normal(0, 20, (24, 24)), 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(root / name / f"{i}.png")
+    return root
+
+
+def test_evaluate_a_baseline_on_a_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = class_folder(tmp_path / "scans", {"a": 6, "b": 6, "c": 6})
+    code, out, err = run_cli(capsys, "evaluate", "--baseline", "nearest_centroid", "--folder", str(root),
+                             "--ways", "3", "--shots", "2", "--queries", "2", "--episodes", "8", "--json", "--quiet")
+    assert code == 0, err
+    result = json.loads(out)
+    for key in ("accuracy_mean", "accuracy_ci95", "balanced_accuracy_mean", "auroc_mean"):
+        assert isinstance(result[key], float)
+    assert (result["n_episodes"], result["ways"], result["shots"], result["queries"]) == (8, 3, 2, 2)
+    assert result["method"] == "nearest_centroid" and result["accuracy_mean"] > 0.8  # classes differ in stripe period
+
+
+def test_evaluate_errors_name_the_problem(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = class_folder(tmp_path / "scans", {"a": 6, "b": 2})
+    common = ["--folder", str(root), "--ways", "2", "--shots", "2", "--queries", "2", "--episodes", "2", "--quiet"]
+    code, _, err = run_cli(capsys, "evaluate", "--baseline", "nearest_centroid", *common)
+    assert code == 2 and "class 'b'" in err and "has 2 images" in err and "--allow-fewer-queries" in err
+    code, _, err = run_cli(capsys, "evaluate", "--baseline", "nearest_centroid", *common, "--allow-fewer-queries")
+    assert code == 2 and "class 'b'" in err  # 2 images cannot give 2 shots + 1 query either
+    code, _, err = run_cli(capsys, "evaluate", "--baseline", "knn", *common)
+    assert code == 2 and "knn" in err and "nearest_centroid" in err
+    (tmp_path / "model.pt").write_bytes(b"\x80\x04N.")
+    code, _, err = run_cli(capsys, "evaluate", "--checkpoint", str(tmp_path / "model.pt"), *common)
+    assert code == 2 and "refusing to open a .pt file" in err
+    code, _, err = run_cli(capsys, "evaluate", "--baseline", "nearest_centroid", "--method-option", "x=1", *common)
+    assert code == 2 and "method options apply to checkpoints" in err
+    code, _, err = run_cli(capsys, "evaluate", *common)
+    assert code == 2 and "give --checkpoint" in err

@@ -170,6 +170,7 @@ class EpisodeSampler:
         need = self.shots + self.queries
         minimum = need if too_few != "limit_queries" else self.shots + 1
         per_pool: list[list[_ClassIndex]] = []
+        left_out: list[str] = []
         for i, pool in enumerate(self.pools):
             kept, small = [], []
             for label in range(len(pool.class_names)):
@@ -185,6 +186,7 @@ class EpisodeSampler:
                     hint = "use too_few='limit_queries' (CLI: --allow-fewer-queries) or 'skip'"
                     raise NotEnoughImagesError(f"{detail}; asked {asked}; {hint}")
                 logger.warning("leaving out classes with too few images (%s): %s", asked, detail)
+                left_out.append(detail)
             per_pool.append(kept)
         if self.mix_domains:
             domains = [[e for kept in per_pool for e in kept]]
@@ -198,8 +200,9 @@ class EpisodeSampler:
             elif len(domains) > 1:
                 logger.warning("pool %r has %d usable classes < ways=%d: left out", name, len(entries), self.ways)
             else:
+                why = f"; left out: {'; '.join(left_out)}" if left_out else ""
                 raise NotEnoughImagesError(
-                    f"pool {name!r} has {len(entries)} usable classes but ways={self.ways} was asked"
+                    f"pool {name!r} has {len(entries)} usable classes but ways={self.ways} was asked{why}"
                 )
         if not usable:
             raise NotEnoughImagesError(f"no pool can give {self.ways}-way episodes: {[p.name for p in self.pools]}")

@@ -80,6 +80,7 @@ class EvaluationSummary:
         ways: Classes per episode, or ``None`` if it varies.
         shots: Support images per class, or ``None`` if it varies or is unknown.
         queries: Query images per class, or ``None`` if it varies (including unbalanced queries).
+        queries_requested: The query count the episodes asked for (small classes may have had fewer).
         accuracy: Episode accuracy, mean and 95% CI.
         balanced_accuracy: Episode balanced accuracy, mean and 95% CI.
         auroc: Episode macro AUROC, mean and 95% CI over episodes where it is defined.
@@ -108,6 +109,7 @@ class EvaluationSummary:
     per_class: dict[str, ClassStat]
     per_class_key: str
     episodes: tuple[EpisodeMetrics, ...] = field(repr=False, default=())
+    queries_requested: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable dict (non-finite floats become ``None``); per-episode accuracies included."""
@@ -117,6 +119,7 @@ class EvaluationSummary:
             "ways": self.ways,
             "shots": self.shots,
             "queries": self.queries,
+            "queries_requested": self.queries_requested,
         }
         for key in ("accuracy", "balanced_accuracy", "auroc"):
             stat: MetricStat = getattr(self, key)
