@@ -9,13 +9,15 @@ import numpy as np
 import pydicom
 import pytest
 from PIL import Image
-from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.dataset import Dataset
 from pydicom.encaps import encapsulate
 from pydicom.sequence import Sequence
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import ExplicitVRLittleEndian
 
 from medfew.data.readers import DicomMetadata, read_dicom_metadata
 from medfew.errors import ImageReadError
+
+from synthetic import write_dicom
 
 PHI = {
     "PatientName": "Doe^Jane^Q",
@@ -32,33 +34,23 @@ PHI = {
 }
 
 
+CT_FIELDS = {
+    "StudyInstanceUID": "1.2.3.4.5.6",
+    **PHI,
+    "BodyPartExamined": "CHEST",
+    "ViewPosition": "",
+    "Manufacturer": "ACME",
+    "PixelSpacing": [0.5, 0.625],
+    "WindowCenter": [40, -600],
+    "WindowWidth": [400, 1500],
+    "RescaleSlope": 1,
+    "RescaleIntercept": -1024,
+}
+
+
 def make_ct(tmp_path: Path, name: str = "ct.dcm", **extra: object) -> Path:
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = CTImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID = CTImageStorage
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    ds.StudyInstanceUID = "1.2.3.4.5.6"
-    for key, value in PHI.items():
-        setattr(ds, key, value)
-    ds.Modality = "CT"
-    ds.BodyPartExamined = "CHEST"
-    ds.ViewPosition = ""
-    ds.Manufacturer = "ACME"
-    ds.PixelSpacing = [0.5, 0.625]
-    ds.WindowCenter = [40, -600]
-    ds.WindowWidth = [400, 1500]
-    ds.RescaleSlope = 1
-    ds.RescaleIntercept = -1024
-    ds.set_pixel_data(np.zeros((16, 16), dtype=np.int16), "MONOCHROME2", 16)
-    for key, value in extra.items():
-        setattr(ds, key, value)
-    path = tmp_path / name
-    ds.save_as(path, enforce_file_format=True)
-    return path
+    """A 16 x 16 signed 16-bit CT carrying ``PHI`` and the clinical ``CT_FIELDS`` (``extra`` set last)."""
+    return write_dicom(tmp_path / name, np.zeros((16, 16), dtype=np.int16), **{**CT_FIELDS, **extra})
 
 
 def test_identifying_and_clinical_are_apart(tmp_path: Path) -> None:

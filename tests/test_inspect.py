@@ -7,40 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 
 from medfew.data.catalog import dataset_info
 from medfew.data.inspect import InspectionReport, inspect_path
 from medfew.errors import DatasetNotFoundError, ManifestError
 
-
-def write_image(path: Path, size: tuple[int, int] = (32, 48), fmt: str = "PNG") -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    h, w = size
-    Image.fromarray((np.arange(h * w) % 251).astype(np.uint8).reshape(h, w)).save(path, format=fmt)
-    return path
-
-
-def write_dicom(path: Path, modality: str = "MR", size: int = 24) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
-    ds.Modality = modality
-    ds.PatientName = "Doe^Jane"
-    ds.Rows = ds.Columns = size
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-    ds.PixelData = (np.arange(size * size, dtype=np.uint16) % 4096).tobytes()
-    ds.save_as(path, enforce_file_format=True)
-    return path
+from synthetic import write_dicom, write_image
 
 
 @pytest.fixture
@@ -49,7 +21,7 @@ def mixed(tmp_path: Path) -> Path:
     root = tmp_path / "mixed"
     write_image(root / "benign" / "1.png")
     write_image(root / "benign" / "deep" / "2.jpg", (40, 40), "JPEG")
-    write_dicom(root / "malignant" / "IM0001")
+    write_dicom(root / "malignant" / "IM0001", modality="MR", size=24)
     (root / "malignant" / "garbage.png").write_bytes(b"\x13\x37 random garbage bytes \x00\xff" * 4)
     (root / "malignant" / "empty.png").write_bytes(b"")
     big = write_image(tmp_path / "big.png", (300, 300)).read_bytes()
@@ -110,9 +82,9 @@ def test_header_mode_still_catches_broken_files(mixed: Path) -> None:
 
 
 def test_flat_dicom_folder_has_no_classes(tmp_path: Path) -> None:
-    write_dicom(tmp_path / "a.dcm", "CT", 16)
-    write_dicom(tmp_path / "b", "MR", 32)
-    write_dicom(tmp_path / "c", "MR", 20)
+    write_dicom(tmp_path / "a.dcm", modality="CT", size=16)
+    write_dicom(tmp_path / "b", modality="MR", size=32)
+    write_dicom(tmp_path / "c", modality="MR", size=20)
     (tmp_path / "d.dcm").write_bytes(b"DICM?")
     report = inspect_path(tmp_path)
     assert report.kind == "flat_folder" and report.classes == ()

@@ -7,9 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 
 from medfew.data.catalog import dataset_info
 from medfew.data.manifest import (
@@ -22,34 +19,9 @@ from medfew.data.manifest import (
 )
 from medfew.errors import DatasetNotFoundError, ManifestError
 
+from synthetic import write_dicom, write_png
+
 REPO_MANIFESTS = Path(__file__).resolve().parents[1] / "data_manifests"
-
-
-def write_png(path: Path, value: int = 128, size: int = 32) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.full((size, size), value, dtype=np.uint8)).save(path, format="PNG")
-    return path
-
-
-def write_dicom(path: Path, size: int = 32) -> Path:
-    """A tiny valid CT DICOM written with pydicom (no extension needed)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID = meta.MediaStorageSOPClassUID
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    ds.Modality = "CT"
-    ds.Rows = ds.Columns = size
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-    ds.PixelData = (np.arange(size * size, dtype=np.uint16) % 4096).tobytes()
-    ds.save_as(path, enforce_file_format=True)
-    return path
 
 
 # ------------------------------------------------------------------------------------- folder

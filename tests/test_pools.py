@@ -10,12 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from medfew.data.catalog import dataset_info
 from medfew.data.pool import ImagePool
 from medfew.data.pools import cache_dir, cache_stats, clear_memory_cache, load_pool, load_pools
 from medfew.errors import ConfigError, DatasetNotFoundError, ImageReadError, ManifestError, MedfewError
+
+from synthetic import write_png
 
 MEDMNIST = ["bloodmnist", "breastmnist", "organamnist", "pneumoniamnist", "retinamnist"]
 
@@ -28,13 +29,6 @@ def _isolated_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     clear_memory_cache()
     yield folder
     clear_memory_cache()
-
-
-def write_png(path: Path, value: int = 128, size: int = 32, mode: str = "L") -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    shape = (size, size) if mode == "L" else (size, size, 3)
-    Image.fromarray(np.full(shape, value, dtype=np.uint8), mode=None).save(path, format="PNG")
-    return path
 
 
 def toy_npz(path: Path, n_per_split: int = 6, rgb: bool = False) -> Path:

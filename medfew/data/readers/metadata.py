@@ -127,18 +127,6 @@ CLINICAL_KEYWORDS: tuple[str, ...] = (
 )
 """Header fields kept as clinical (non-identifying) metadata; ``TransferSyntaxUID`` comes from the meta header."""
 
-_GROUPED = (
-    "RescaleSlope",
-    "RescaleIntercept",
-    "RescaleType",
-    "WindowCenter",
-    "WindowWidth",
-    "VOILUTFunction",
-    "PixelSpacing",
-    "SliceThickness",
-)
-
-
 @dataclass(frozen=True)
 class DicomMetadata:
     """A DICOM header split into clinical and identifying fields.
@@ -215,7 +203,7 @@ def _clinical(ds: Dataset) -> dict[str, ClinicalValue]:
     out: dict[str, ClinicalValue] = {}
     for keyword in CLINICAL_KEYWORDS:
         value = _plain(ds[keyword]) if keyword in ds else None
-        if value is None and keyword in _GROUPED:
+        if value is None:  # enhanced IODs carry some fields in functional groups (None for the rest)
             value = _plain_value(group_value(ds, keyword, 0))
         if value is not None:
             out[keyword] = value
