@@ -120,3 +120,15 @@ def test_resume_refuses_a_run_of_another_method(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="holds a 'protonet' run, cannot resume it as 'matchingnet'"):
         fit(other, sampler(), settings=settings(steps=2), run_dir=tmp_path, checkpoint_meta=meta(backbone),
             progress=False)
+
+
+def test_resume_refuses_a_changed_config(tmp_path: Path) -> None:
+    from medfew.errors import CheckpointError
+
+    method, backbone = make_method("protonet")
+    fit(method, sampler(), settings=settings(steps=2, checkpoint_every=1), run_dir=tmp_path,
+        checkpoint_meta=meta(backbone), progress=False)
+    changed = {**meta(backbone), "config": {"test": True, "train": {"lr": 0.1}}}
+    again, backbone = make_method("protonet")
+    with pytest.raises(CheckpointError, match=r"different config \(train: None -> \{'lr': 0.1\}\).*--restart"):
+        fit(again, sampler(), settings=settings(steps=2), run_dir=tmp_path, checkpoint_meta=changed, progress=False)

@@ -115,7 +115,7 @@ def fit(
     schedule = make_schedule(optimizer, settings)
     start, best_metric, best_step = 0, None, None
     if resume and (run / STATE_FILE).is_file():
-        start, best_metric, best_step = _restore(run, method, optimizer, schedule, device)
+        start, best_metric, best_step = _restore(run, method, optimizer, schedule, device, checkpoint_meta.get("config"))
     else:
         torch.manual_seed(settings.seed)
         (run / METRICS_FILE).unlink(missing_ok=True)
@@ -171,17 +171,39 @@ def _rng_state() -> dict[str, Any]:
     return state
 
 
+_RESUMABLE_CHANGES = {"train.device", "train.amp"}  # where a run executes, not what it computes
+
+
+def _config_changes(saved: dict[str, Any], current: dict[str, Any], prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two nested config dicts, as ``key: old -> new``."""
+    changes = []
+    for key in sorted(set(saved) | set(current)):
+        old, new = saved.get(key), current.get(key)
+        if isinstance(old, dict) and isinstance(new, dict):
+            changes += _config_changes(old, new, f"{prefix}{key}.")
+        elif old != new and f"{prefix}{key}" not in _RESUMABLE_CHANGES:
+            changes.append(f"{prefix}{key}: {old!r} -> {new!r}")
+    return changes
+
+
 def _restore(
     run: Path,
     method: FewShotMethod,
     optimizer: torch.optim.Optimizer,
     schedule: torch.optim.lr_scheduler.LambdaLR,
     device: torch.device,
+    config: dict[str, Any] | None,
 ) -> tuple[int, float | None, int | None]:
     state = load_state(run / STATE_FILE)
     info = read_checkpoint_info(run / "last.safetensors")
     if info.method != method.name:
         raise CheckpointError(f"{run}: holds a {info.method!r} run, cannot resume it as {method.name!r}")
+    changed = _config_changes(info.config, config or {})
+    if changed:
+        raise CheckpointError(
+            f"{run}: holds a run with a different config ({'; '.join(changed[:5])}); resuming would mix two "
+            "experiments: use another output directory or start afresh (CLI: --restart)"
+        )
     loaded, _ = load_checkpoint(run / "last.safetensors", map_location=str(device))
     method.load_state_dict(loaded.state_dict())
     optimizer.load_state_dict(state["optimizer"])

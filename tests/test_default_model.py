@@ -1,0 +1,43 @@
+"""The default model ships inside the package, loads with `--checkpoint default`, and has a model card."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from medfew.cli import main
+from medfew.training.checkpoint import default_checkpoint_path, load_checkpoint
+
+
+def test_default_model_is_small_safetensors_with_a_card() -> None:
+    path = default_checkpoint_path()
+    assert path.is_file() and path.with_suffix(".json").is_file()
+    assert path.stat().st_size < 5 * 2**20
+    card = (path.parent / "MODEL_CARD.md").read_text()
+    assert "research use only, not for diagnosis" in card.lower()
+    assert "Held-out results" in card and "CC BY 4.0" in card and "medfew train --config" in card
+
+
+def test_default_model_loads_and_adapts() -> None:
+    method, info = load_checkpoint("default")
+    assert info.preprocessing.image_size == 28 and info.preprocessing.channels == 3
+    assert set(info.config["data"]["train"]) == {"organamnist", "bloodmnist", "pneumoniamnist"}
+    assert not set(info.config["data"]["test"]) & set(info.config["data"]["train"])
+    support = torch.randn(6, 3, 28, 28)
+    adapted = method.adapt(support, torch.tensor([0, 0, 1, 1, 2, 2]))
+    logits = adapted.predict(torch.randn(4, 3, 28, 28))
+    assert logits.shape == (4, 3) and torch.isfinite(logits).all()
+
+
+@pytest.mark.slow
+def test_default_model_beats_chance_on_a_held_out_domain(data_root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["evaluate", "--checkpoint", "default", "--dataset", "breastmnist", "--split", "test", "--ways", "2",
+                 "--shots", "5", "--queries", "15", "--episodes", "60", "--seed", "1", "--data-root", str(data_root),
+                 "--json", "--quiet"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["accuracy_mean"] - result["accuracy_ci95"] > 0.5, result
