@@ -5,6 +5,7 @@
     medfew data fetch NAME... [--size 28|64|128|224]
     medfew train --config FILE [--set section.key=value ...] [--out RUN_DIR]
     medfew evaluate --checkpoint RUN_DIR|FILE|default (--folder DIR | --manifest FILE | --dataset NAME) ...
+    medfew diagnose --checkpoint default|PATH --support DIR --query FILE... [--report FILE.pdf] [--json]
 
 Every user error (bad file, unknown key, too few images) is printed as one line naming the file or
 key, with exit status 2; there is never a traceback for bad input.
@@ -131,6 +132,49 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------- diagnose
+def _cmd_diagnose(args: argparse.Namespace) -> int:
+    from medfew.data.manifest import manifest_from_folder
+    from medfew.diagnosis import DiagnosisSession
+    from medfew.errors import SupportSetError
+    from medfew.reporting import build_report, write_json, write_pdf
+
+    report_path = Path(args.report) if args.report else None
+    if report_path is not None and report_path.suffix.lower() not in (".pdf", ".json"):
+        raise ConfigError(f"--report {report_path}: the file must end in .pdf or .json")
+    session = DiagnosisSession(args.checkpoint)
+    manifest = manifest_from_folder(args.support)
+    for name in manifest.class_names:
+        session.add_class(name)
+    for row in manifest.rows:
+        session.add_support(row.path, row.label)
+    session.adapt()
+    predictions = [session.diagnose(path, saliency=report_path is not None) for path in args.query]
+    try:
+        loo = session.leave_one_out()
+    except SupportSetError:  # a class with a single scan: no reliability estimate
+        loo = None
+    if report_path is not None:
+        report = build_report(session, predictions, notes=args.note or "",
+                              include_identifiers=args.include_identifiers, leave_one_out=loo)
+        (write_pdf if report_path.suffix.lower() == ".pdf" else write_json)(report, report_path)
+    rows = [{"file": str(path), "prediction": p.predicted, "probabilities": p.probabilities,
+             "uncertain": p.uncertain, "out_of_distribution": p.out_of_distribution}
+            for path, p in zip(args.query, predictions)]
+    if args.json:
+        print(json.dumps({"predictions": rows, "support": session.support_counts(),
+                          "leave_one_out_accuracy": None if loo is None else loo.accuracy,
+                          "report": None if report_path is None else str(report_path)}, indent=2))
+    else:
+        for row in rows:
+            flags = [f for f in ("uncertain", "out_of_distribution") if row[f]]
+            score = row["probabilities"][row["prediction"]]
+            print(f"{row['file']}: {row['prediction']} ({score:.3f}){'  [' + ', '.join(flags) + ']' if flags else ''}")
+        if report_path is not None:
+            print(f"report written to {report_path}")
+    return 0
+
+
 # ---------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser (exposed for tests and docs)."""
@@ -193,6 +237,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     data_root(p)
     p.set_defaults(func=_cmd_evaluate)
+
+    p = commands.add_parser("diagnose", help="adapt to a class-per-folder support set and diagnose query scans")
+    p.add_argument("--checkpoint", default="default", help="run directory, .safetensors file, or 'default'")
+    p.add_argument("--support", required=True, help="class-per-folder directory of labelled support scans")
+    p.add_argument("--query", required=True, nargs="+", metavar="FILE", help="scans to diagnose")
+    p.add_argument("--report", default=None, help="write a report: FILE.pdf or FILE.json")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--include-identifiers", action="store_true",
+                   help="copy patient identifiers from DICOM queries into the report (off by default)")
+    p.add_argument("--note", default=None, help="clinician's note added to every query in the report")
+    p.set_defaults(func=_cmd_diagnose)
     return parser
 
 

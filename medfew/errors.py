@@ -77,3 +77,19 @@ class CheckpointError(MedfewError):
 
 class RegistryError(MedfewError):
     """An unknown name was asked of a registry (backbone, method, dataset)."""
+
+
+class DiagnosisError(MedfewError):
+    """A clinician's diagnosis session was used wrongly (see the subclasses)."""
+
+
+class SupportSetError(DiagnosisError):
+    """A support set cannot be adapted to: fewer than two classes, or a class without scans."""
+
+
+class NotAdaptedError(DiagnosisError):
+    """``diagnose`` was called before ``adapt``, or after the support set changed."""
+
+
+class ImageInputError(DiagnosisError):
+    """An image given to a session is of an unsupported type or shape."""

@@ -1,1 +1,27 @@
-"""medfew.reporting."""
+"""medfew.reporting: the diagnostic report (data) and its writers - JSON, PDF, DICOM Encapsulated PDF."""
+
+from medfew.reporting.dicom_writer import write_dicom
+from medfew.reporting.json_writer import report_json, write_json
+from medfew.reporting.pdf_writer import render_pdf, write_pdf
+from medfew.reporting.report import (
+    DISCLAIMER,
+    DiagnosticReport,
+    ModelSummary,
+    QueryResult,
+    SupportSummary,
+    build_report,
+)
+
+__all__ = [
+    "DISCLAIMER",
+    "DiagnosticReport",
+    "ModelSummary",
+    "QueryResult",
+    "SupportSummary",
+    "build_report",
+    "render_pdf",
+    "report_json",
+    "write_dicom",
+    "write_json",
+    "write_pdf",
+]

@@ -1,0 +1,343 @@
+"""``DiagnosisSession``: a clinician's support set -> adapted model -> diagnosed query scans.
+
+Usage::
+
+    session = DiagnosisSession("default")            # or a run directory / .safetensors file
+    session.add_support("scans/rare/a.dcm", "rare")
+    session.add_support(png_bytes, "normal", name="upload.png")
+    session.adapt()                                   # the method's own adapt, cached until the set changes
+    prediction = session.diagnose("query.dcm")        # probabilities, flags, saliency
+    session.leave_one_out().accuracy                  # reliability of the support set
+
+Every image goes through the checkpoint's preprocessing (resize and pad to ``image_size``, channel
+policy, per-image normalisation), the same as at training. See :mod:`medfew.diagnosis.uncertainty`
+for the *uncertain* and *out of distribution* rules and :mod:`medfew.diagnosis.saliency` for Grad-CAM.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from medfew.data.transforms import normalize_batch, preprocess_image
+from medfew.diagnosis.inputs import ImageInput, LoadedImage, load_input
+from medfew.diagnosis.prediction import LeaveOneOutResult, Prediction
+from medfew.diagnosis.saliency import SALIENCY_CAVEAT, SaliencyMapper
+from medfew.diagnosis.uncertainty import (
+    OOD_FACTOR,
+    UNCERTAIN_THRESHOLD,
+    DistanceReference,
+    check_threshold,
+    entropy_flags,
+)
+from medfew.errors import ConfigError, NotAdaptedError, SupportSetError
+from medfew.methods.base import AdaptedModel, FewShotMethod
+from medfew.training.checkpoint import CheckpointInfo, Preprocessing, load_checkpoint
+
+
+@dataclass(frozen=True)
+class SupportScan:
+    """One labelled support scan.
+
+    Attributes:
+        label: Class name.
+        model_input: float32 ``(C, S, S)`` in ``[0, 1]`` (preprocessed, not normalised).
+        sha256: sha256 of the decoded pixels (never the file name).
+    """
+
+    label: str
+    model_input: torch.Tensor
+    sha256: str
+
+
+@dataclass(frozen=True)
+class _Adapted:
+    model: AdaptedModel
+    reference: DistanceReference | None
+    version: int
+
+
+class DiagnosisSession:
+    """A support set, the model adapted to it, and diagnoses of query scans.
+
+    Args:
+        checkpoint: ``"default"``, a run directory or a ``.safetensors`` file (see
+            :func:`medfew.training.checkpoint.load_checkpoint`).
+        uncertain_threshold: Normalised-entropy threshold of the *uncertain* flag, in ``(0, 1)``.
+        ood_factor: Multiple of the support reference radius beyond which a query is out of distribution.
+        device: Torch device of the model (``"cpu"`` or ``"cuda"``).
+        method_options: Test-time method hyperparameters (see ``load_checkpoint``).
+
+    Raises:
+        CheckpointError: The checkpoint is missing, corrupt or mismatched.
+        ConfigError: A threshold out of range.
+    """
+
+    def __init__(
+        self,
+        checkpoint: str | Path = "default",
+        *,
+        uncertain_threshold: float = UNCERTAIN_THRESHOLD,
+        ood_factor: float = OOD_FACTOR,
+        device: str = "cpu",
+        method_options: dict[str, Any] | None = None,
+    ) -> None:
+        method, info = load_checkpoint(checkpoint, map_location=device, method_options=method_options)
+        self._setup(method, info.preprocessing, info, uncertain_threshold, ood_factor, device)
+
+    @classmethod
+    def from_method(
+        cls,
+        method: FewShotMethod,
+        preprocessing: Preprocessing,
+        *,
+        uncertain_threshold: float = UNCERTAIN_THRESHOLD,
+        ood_factor: float = OOD_FACTOR,
+        device: str = "cpu",
+    ) -> DiagnosisSession:
+        """A session around an in-memory method (no checkpoint provenance: ``info`` is ``None``)."""
+        session = cls.__new__(cls)
+        session._setup(method.to(device), preprocessing, None, uncertain_threshold, ood_factor, device)
+        return session
+
+    def _setup(
+        self,
+        method: FewShotMethod,
+        preprocessing: Preprocessing,
+        info: CheckpointInfo | None,
+        uncertain_threshold: float,
+        ood_factor: float,
+        device: str,
+    ) -> None:
+        self.method = method.eval()
+        self.preprocessing = preprocessing
+        self.info = info
+        self.device = torch.device(device)
+        self.uncertain_threshold = check_threshold("uncertain_threshold", uncertain_threshold, 0.0, 1.0)
+        self.ood_factor = check_threshold("ood_factor", ood_factor, 0.0, None)
+        self._scans: list[SupportScan] = []
+        self._classes: list[str] = []
+        self._version = 0
+        self._adapted: _Adapted | None = None
+        self._saliency: SaliencyMapper | None = None
+
+    # ------------------------------------------------------------------ support set
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        """Class names in order of first declaration or first use."""
+        return tuple(self._classes)
+
+    @property
+    def support(self) -> tuple[SupportScan, ...]:
+        """The support scans, in insertion order (indices used by ``remove_support`` / ``relabel_support``)."""
+        return tuple(self._scans)
+
+    def support_counts(self) -> dict[str, int]:
+        """Class name -> number of support scans (0 for a declared class without scans)."""
+        counts = Counter(scan.label for scan in self._scans)
+        return {name: counts.get(name, 0) for name in self._classes}
+
+    def add_class(self, name: str) -> None:
+        """Declare a class (it must get at least one scan before ``adapt``)."""
+        name = _check_label(name)
+        if name not in self._classes:
+            self._classes.append(name)
+            self._changed()
+
+    def remove_class(self, name: str) -> None:
+        """Remove a class and all its scans."""
+        if name not in self._classes:
+            raise SupportSetError(f"no class {name!r} in the session; classes are {self._classes}")
+        self._classes.remove(name)
+        self._scans = [scan for scan in self._scans if scan.label != name]
+        self._changed()
+
+    def add_support(self, image: ImageInput, label: str, *, name: str | None = None) -> int:
+        """Add one labelled scan; returns its index in :attr:`support`.
+
+        Args:
+            image: An array, a file path or file bytes (see :func:`medfew.diagnosis.inputs.load_input`).
+            label: Class name (declared on first use).
+            name: For bytes, the upload's file name (error messages only; never stored).
+
+        Raises:
+            ImageInputError: Unsupported image type or shape.
+            ImageReadError: Unreadable file.
+        """
+        label = _check_label(label)
+        loaded = load_input(image, name)
+        self._scans.append(SupportScan(label=label, model_input=self._model_input(loaded), sha256=loaded.sha256))
+        if label not in self._classes:
+            self._classes.append(label)
+        self._changed()
+        return len(self._scans) - 1
+
+    def remove_support(self, index: int) -> None:
+        """Remove the scan at ``index`` (its class stays declared)."""
+        self._scans.pop(self._check_index(index))
+        self._changed()
+
+    def relabel_support(self, index: int, label: str) -> None:
+        """Give the scan at ``index`` another class."""
+        index, label = self._check_index(index), _check_label(label)
+        scan = self._scans[index]
+        self._scans[index] = SupportScan(label=label, model_input=scan.model_input, sha256=scan.sha256)
+        if label not in self._classes:
+            self._classes.append(label)
+        self._changed()
+
+    # ------------------------------------------------------------------ adapt / diagnose
+    @property
+    def is_adapted(self) -> bool:
+        """Whether ``adapt`` ran on the current support set."""
+        return self._adapted is not None and self._adapted.version == self._version
+
+    def adapt(self) -> None:
+        """Adapt the model to the support set with the method's own ``adapt`` (a no-op if already done).
+
+        Raises:
+            SupportSetError: Fewer than two classes, or a class without scans.
+        """
+        if self.is_adapted:
+            return
+        images, labels = self._support_tensors(self._scans)
+        model = self._run_adapt(images, labels)
+        with torch.no_grad():
+            features = model.embed(images)
+        reference = (
+            None if features is None
+            else DistanceReference.fit(features, labels, len(self._classes), factor=self.ood_factor)
+        )
+        self._adapted = _Adapted(model=model, reference=reference, version=self._version)
+
+    def diagnose(self, image: ImageInput, *, name: str | None = None, saliency: bool = True) -> Prediction:
+        """Diagnose one query scan with the adapted model.
+
+        Args:
+            image: An array, a file path or file bytes.
+            name: For bytes, the upload's file name (error messages only).
+            saliency: Compute the Grad-CAM map (one backward pass).
+
+        Raises:
+            NotAdaptedError: ``adapt`` was not called on the current support set.
+            ImageInputError: Unsupported image type or shape.
+        """
+        adapted = self._require_adapted()
+        loaded = load_input(image, name)
+        model_input = self._model_input(loaded)
+        x = self._normalize(model_input.unsqueeze(0))
+        with torch.no_grad():
+            probabilities = torch.softmax(adapted.model.predict(x).double(), dim=-1)[0].cpu()
+            features = adapted.model.embed(x) if adapted.reference is not None else None
+        index = int(probabilities.argmax())
+        entropy, normalized, uncertain = entropy_flags(probabilities, self.uncertain_threshold)
+        distance = threshold = outlier = None
+        if adapted.reference is not None and features is not None:
+            distance = float(adapted.reference.distance(features)[0])
+            threshold = adapted.reference.threshold
+            outlier = distance > threshold
+        return Prediction(
+            predicted=self._classes[index],
+            predicted_index=index,
+            class_names=self.class_names,
+            probabilities={c: float(p) for c, p in zip(self._classes, probabilities.tolist())},
+            entropy=entropy,
+            normalized_entropy=normalized,
+            uncertain=uncertain,
+            uncertain_threshold=self.uncertain_threshold,
+            ood_distance=distance,
+            ood_threshold=threshold,
+            out_of_distribution=outlier,
+            saliency=self._saliency_map(adapted.model, x, index) if saliency else None,
+            saliency_caveat=SALIENCY_CAVEAT,
+            image=loaded.pixels,
+            model_input=model_input.cpu().numpy(),
+            image_sha256=loaded.sha256,
+            dicom=loaded.dicom,
+        )
+
+    def leave_one_out(self) -> LeaveOneOutResult:
+        """Predict each support scan from the others (the method's ``adapt`` on the rest).
+
+        Raises:
+            SupportSetError: A class with fewer than two scans (its scan could not be left out),
+                or fewer than two classes.
+        """
+        counts = self.support_counts()
+        self._check_classes(counts)
+        small = [c for c, n in counts.items() if n < 2]
+        if small:
+            raise SupportSetError(
+                f"leave-one-out needs at least 2 scans per class; {small} have {[counts[c] for c in small]}"
+            )
+        hits: Counter[str] = Counter()
+        for i, scan in enumerate(self._scans):
+            rest = self._scans[:i] + self._scans[i + 1 :]
+            images, labels = self._support_tensors(rest)
+            model = self._run_adapt(images, labels)
+            with torch.no_grad():
+                logits = model.predict(self._normalize(scan.model_input.unsqueeze(0)))
+            hits[scan.label] += int(self._classes[int(logits.argmax())] == scan.label)
+        correct = sum(hits.values())
+        return LeaveOneOutResult(
+            accuracy=correct / len(self._scans),
+            correct=correct,
+            total=len(self._scans),
+            per_class={c: hits[c] / counts[c] for c in self._classes},
+        )
+
+    # ------------------------------------------------------------------ internals
+    def _changed(self) -> None:
+        self._version += 1
+
+    def _check_index(self, index: int) -> int:
+        if isinstance(index, bool) or not isinstance(index, int) or not -len(self._scans) <= index < len(self._scans):
+            raise SupportSetError(f"no support scan at index {index!r}; the session holds {len(self._scans)}")
+        return index
+
+    def _model_input(self, loaded: LoadedImage) -> torch.Tensor:
+        prep = self.preprocessing
+        return preprocess_image(loaded.pixels, image_size=prep.image_size, channels=prep.channels)
+
+    def _normalize(self, batch: torch.Tensor) -> torch.Tensor:
+        return normalize_batch(batch.to(self.device), self.preprocessing.normalize)
+
+    def _check_classes(self, counts: dict[str, int]) -> None:
+        if len(counts) < 2:
+            raise SupportSetError(f"a support set needs at least 2 classes, got {len(counts)}: {list(counts)}")
+        empty = [c for c, n in counts.items() if n == 0]
+        if empty:
+            raise SupportSetError(f"class(es) {empty} have no scans; add scans or remove the class")
+
+    def _support_tensors(self, scans: list[SupportScan]) -> tuple[torch.Tensor, torch.Tensor]:
+        self._check_classes({c: sum(s.label == c for s in scans) for c in self._classes})
+        images = self._normalize(torch.stack([s.model_input for s in scans]))
+        labels = torch.tensor([self._classes.index(s.label) for s in scans], dtype=torch.int64, device=self.device)
+        return images, labels
+
+    def _run_adapt(self, images: torch.Tensor, labels: torch.Tensor) -> AdaptedModel:
+        with torch.no_grad():  # every method's test-time adapt runs without a meta-gradient graph
+            return self.method.adapt(images, labels)
+
+    def _require_adapted(self) -> _Adapted:
+        if self._adapted is None:
+            raise NotAdaptedError("diagnose needs an adapted model: call adapt() after adding support scans")
+        if self._adapted.version != self._version:
+            raise NotAdaptedError("the support set changed since adapt(): call adapt() again before diagnose")
+        return self._adapted
+
+    def _saliency_map(self, model: AdaptedModel, x: torch.Tensor, index: int) -> np.ndarray:
+        if self._saliency is None:
+            self._saliency = SaliencyMapper(self.method.backbone)
+        return self._saliency(model, x, index)
+
+
+def _check_label(label: str) -> str:
+    if not isinstance(label, str) or not label.strip():
+        raise ConfigError(f"a class label must be a non-empty string, got {label!r}")
+    return label.strip()

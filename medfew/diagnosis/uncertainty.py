@@ -1,0 +1,101 @@
+"""Uncertainty of a few-shot prediction: normalised entropy and an out-of-distribution distance rule.
+
+**Uncertain** (:func:`entropy_flags`): the softmax entropy ``H = -sum_c p_c log p_c`` divided by its
+maximum ``log N`` lies in ``[0, 1]``; a prediction is *uncertain* when it exceeds ``threshold``
+(default :data:`UNCERTAIN_THRESHOLD` = 0.6). For two classes 0.6 means a top probability below about
+0.85; for five classes, below about 0.75 (depending on how the rest is spread).
+
+**Out of distribution** (:class:`DistanceReference`): in the adapted model's ``embed`` space, each
+class has a mean of its support features. The *reference radius* ``r`` is the largest Euclidean
+distance of a support scan to its own class mean; when every class has a single scan (``r = 0``),
+``r`` is half the smallest distance between two class means instead. A query is out of distribution
+when its distance to the *nearest* class mean exceeds ``factor * r`` (default
+:data:`OOD_FACTOR` = 2.0): it is farther from every class than any support scan is from its own. The
+rule is a screening heuristic on a handful of scans, not a calibrated test.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from medfew.errors import ConfigError
+
+UNCERTAIN_THRESHOLD = 0.6
+OOD_FACTOR = 2.0
+
+
+def entropy_flags(probabilities: torch.Tensor, threshold: float = UNCERTAIN_THRESHOLD) -> tuple[float, float, bool]:
+    """Entropy of one probability vector and the *uncertain* flag.
+
+    Args:
+        probabilities: ``(N,)`` softmax probabilities, ``N >= 2``.
+        threshold: Normalised-entropy threshold in ``(0, 1)``.
+
+    Returns:
+        ``(entropy in nats, normalised entropy in [0, 1], normalised entropy > threshold)``.
+    """
+    p = probabilities.detach().double().clamp_min(0.0)
+    entropy = float(-(p * torch.log(p.clamp_min(1e-300))).sum())
+    normalised = min(max(entropy / math.log(p.numel()), 0.0), 1.0)
+    return entropy, normalised, normalised > threshold
+
+
+def check_threshold(name: str, value: float, low: float, high: float | None) -> float:
+    """Validate a session threshold: a real number in ``(low, high)`` (``high=None``: unbounded)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ConfigError(f"{name} must be a finite number, got {value!r}")
+    if value <= low or (high is not None and value >= high):
+        bound = f"({low}, {high})" if high is not None else f"> {low}"
+        raise ConfigError(f"{name} must be in {bound}, got {value}")
+    return float(value)
+
+
+@dataclass(frozen=True)
+class DistanceReference:
+    """Class means of the support features and the out-of-distribution radius.
+
+    Attributes:
+        class_means: ``(N, D)`` mean feature of each class.
+        radius: Reference radius ``r`` (see the module docstring).
+        factor: A query is out of distribution beyond ``factor * radius``.
+    """
+
+    class_means: torch.Tensor
+    radius: float
+    factor: float = OOD_FACTOR
+
+    @classmethod
+    def fit(cls, features: torch.Tensor, labels: torch.Tensor, n_classes: int, factor: float = OOD_FACTOR) -> DistanceReference:
+        """Build the reference from support features.
+
+        Args:
+            features: ``(S, D)`` support features.
+            labels: ``(S,)`` int64 in ``[0, n_classes)``, every class present.
+            n_classes: ``N``.
+            factor: See :attr:`factor`.
+        """
+        features = features.detach().double().flatten(1)
+        means = torch.stack([features[labels == c].mean(0) for c in range(n_classes)])
+        own = (features - means[labels]).norm(dim=1)
+        radius = float(own.max())
+        if radius <= 0.0:
+            between = torch.cdist(means, means)
+            between = between[~torch.eye(n_classes, dtype=torch.bool)]
+            radius = float(between.min()) / 2
+        return cls(class_means=means, radius=radius, factor=factor)
+
+    @property
+    def threshold(self) -> float:
+        """Distance beyond which a query is out of distribution: ``factor * radius``."""
+        return self.factor * self.radius
+
+    def distance(self, features: torch.Tensor) -> torch.Tensor:
+        """``(M, D) -> (M,)`` distance of each query to its nearest class mean."""
+        return torch.cdist(features.detach().double().flatten(1), self.class_means).min(dim=1).values
+
+    def is_outlier(self, features: torch.Tensor) -> torch.Tensor:
+        """``(M, D) -> (M,)`` bool: distance to the nearest class mean above :attr:`threshold`."""
+        return self.distance(features) > self.threshold

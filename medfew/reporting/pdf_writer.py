@@ -1,0 +1,111 @@
+"""Render a :class:`~medfew.reporting.report.DiagnosticReport` as a PDF with reportlab.
+
+All text is real PDF text (Platypus paragraphs and tables), so it can be searched, copied and
+extracted; images are embedded PNGs. The disclaimer comes first, then model and support set, then one
+section per query (identifiers only when the report holds them).
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from xml.sax.saxutils import escape
+
+from reportlab.lib import colors
+from reportlab.lib.pagesizes import A4
+from reportlab.lib.styles import getSampleStyleSheet
+from reportlab.lib.units import mm
+from reportlab.platypus import (
+    Flowable,
+    Image,
+    Paragraph,
+    SimpleDocTemplate,
+    Spacer,
+    Table,
+    TableStyle,
+)
+
+from medfew.data.atomic import atomic_write_bytes
+from medfew.reporting.report import DiagnosticReport, QueryResult
+
+_IMAGE_SIDE = 60 * mm
+_GRID = TableStyle([("GRID", (0, 0), (-1, -1), 0.4, colors.grey), ("VALIGN", (0, 0), (-1, -1), "TOP"),
+                    ("FONTSIZE", (0, 0), (-1, -1), 8)])
+
+
+def _p(text: object, style) -> Paragraph:
+    return Paragraph(escape(str(text)), style)
+
+
+def _flag(value: bool | None) -> str:
+    return "not available" if value is None else ("YES" if value else "no")
+
+
+def _query_section(index: int, query: QueryResult, styles, with_identifiers: bool) -> list[Flowable]:
+    body, small = styles["BodyText"], styles["Italic"]
+    parts: list[Flowable] = [_p(f"Query {index}: predicted {query.prediction}", styles["Heading2"])]
+    if with_identifiers and query.identifiers:
+        rows = [[_p(k, body), _p(v, body)] for k, v in sorted(query.identifiers.items())]
+        parts += [_p("Patient / study identifiers", styles["Heading4"]),
+                  Table(rows, colWidths=[50 * mm, 110 * mm], style=_GRID)]
+    rows = [[_p("class", body), _p("probability", body)]]
+    rows += [[_p(c, body), _p(f"{p:.3f}", body)] for c, p in query.probabilities.items()]
+    parts.append(Table(rows, colWidths=[80 * mm, 40 * mm], style=_GRID))
+    parts.append(_p(
+        f"Uncertain: {_flag(query.uncertain)} (normalised entropy {query.normalized_entropy:.3f}). "
+        f"Out of distribution: {_flag(query.out_of_distribution)}.", body))
+    pictures = [Image(io.BytesIO(query.thumbnail_png), width=_IMAGE_SIDE, height=_IMAGE_SIDE, kind="proportional")]
+    if query.saliency_overlay_png:
+        pictures.append(Image(io.BytesIO(query.saliency_overlay_png), width=_IMAGE_SIDE, height=_IMAGE_SIDE))
+    parts.append(Table([pictures]))
+    if query.saliency_overlay_png:
+        parts.append(_p(f"Saliency (Grad-CAM, predicted class): {query.saliency_caveat}", small))
+    if query.clinical:
+        keys = [k for k in ("Modality", "BodyPartExamined", "ViewPosition") if k in query.clinical]
+        if keys:
+            parts.append(_p("; ".join(f"{k}: {query.clinical[k]}" for k in keys), body))
+    parts.append(_p(f"Image sha256: {query.image_sha256}", small))
+    parts.append(_p(f"Clinician's note: {query.note or '(none)'}", body))
+    parts.append(Spacer(1, 6 * mm))
+    return parts
+
+
+def render_pdf(report: DiagnosticReport) -> bytes:
+    """The report as PDF bytes (used by :func:`write_pdf` and the DICOM writer)."""
+    styles = getSampleStyleSheet()
+    body = styles["BodyText"]
+    story: list[Flowable] = [
+        _p("medfew few-shot diagnostic report", styles["Title"]),
+        _p(report.disclaimer, styles["Heading4"]),
+        _p(f"Created: {report.created} (medfew {report.medfew_version})", body),
+        _p("Model", styles["Heading3"]),
+        _p(f"{report.model.name} - method {report.model.method}, backbone {report.model.backbone}", body),
+        _p(f"Weights sha256: {report.model.weights_sha256 or '(in-memory model)'}", body),
+        _p(f"Training data: {', '.join(report.model.training_data) or '(not recorded)'}", body),
+        _p("Support set", styles["Heading3"]),
+    ]
+    rows = [[_p("class", body), _p("scans", body)]]
+    rows += [[_p(c, body), _p(report.support.counts.get(c, 0), body)] for c in report.support.classes]
+    story.append(Table(rows, colWidths=[80 * mm, 30 * mm], style=_GRID))
+    loo = report.support.leave_one_out_accuracy
+    story.append(_p(
+        "Leave-one-out accuracy of the support set: " + (f"{loo:.3f}" if loo is not None else "not computed"), body))
+    settings = report.settings
+    if settings:
+        story.append(_p(
+            f"Uncertain when normalised entropy > {settings.get('uncertain_threshold')}; out of distribution when "
+            f"the distance to the nearest class mean > {settings.get('ood_factor')} x the support radius.", body))
+    for i, query in enumerate(report.queries, start=1):
+        story += _query_section(i, query, styles, report.include_identifiers)
+    buffer = io.BytesIO()
+    doc = SimpleDocTemplate(buffer, pagesize=A4, title="medfew diagnostic report", author="medfew",
+                            leftMargin=18 * mm, rightMargin=18 * mm, topMargin=15 * mm, bottomMargin=15 * mm)
+    doc.build(story)
+    return buffer.getvalue()
+
+
+def write_pdf(report: DiagnosticReport, path: str | Path) -> Path:
+    """Write the report as a PDF at ``path`` atomically and return the path."""
+    path = Path(path)
+    atomic_write_bytes(path, render_pdf(report))
+    return path

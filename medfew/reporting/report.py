@@ -1,0 +1,248 @@
+"""The diagnostic report as data: :class:`DiagnosticReport` and :func:`build_report` from a session.
+
+A report holds everything a writer needs (text, numbers, PNG bytes) and nothing that needs a model.
+It never holds file names of support scans (they often contain patient names): support images are
+named by the sha256 of their pixels. Patient identifiers appear only when ``include_identifiers=True``,
+taken from the DICOM header of each query.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from medfew import __version__
+from medfew.diagnosis.prediction import LeaveOneOutResult, Prediction
+from medfew.diagnosis.session import DiagnosisSession
+from medfew.errors import ConfigError
+from medfew.reporting.images import saliency_overlay_png, thumbnail_png
+
+DISCLAIMER = (
+    "RESEARCH USE ONLY. Not a medical device and not approved for clinical diagnosis. The scores come "
+    "from a few-shot model adapted to a handful of example scans; they may be wrong and must be "
+    "reviewed by a qualified clinician together with all other clinical information."
+)
+
+
+@dataclass(frozen=True)
+class ModelSummary:
+    """Which model made the predictions.
+
+    Attributes:
+        name: ``method/backbone@sha[:12]`` (``CheckpointInfo.name``), or ``method/in-memory``.
+        method: Method name (``protonet``, ``maml``, ...).
+        backbone: Backbone name.
+        weights_sha256: sha256 of the weights file ("" for an in-memory model).
+        training_data: Names of the datasets the model was meta-trained on.
+    """
+
+    name: str
+    method: str
+    backbone: str
+    weights_sha256: str
+    training_data: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class SupportSummary:
+    """The support set the model was adapted to.
+
+    Attributes:
+        classes: Class names, in the session's order.
+        counts: Class name -> number of scans.
+        image_sha256: Class name -> sha256 of each scan's pixels (never file names).
+        leave_one_out_accuracy: Leave-one-out accuracy of the support set, or ``None`` when not computed.
+    """
+
+    classes: tuple[str, ...]
+    counts: dict[str, int]
+    image_sha256: dict[str, tuple[str, ...]]
+    leave_one_out_accuracy: float | None = None
+
+
+@dataclass(frozen=True)
+class QueryResult:
+    """One diagnosed query.
+
+    Attributes:
+        prediction: Predicted class.
+        probabilities: Class name -> probability.
+        normalized_entropy: Entropy divided by ``log N``, in ``[0, 1]``.
+        uncertain: The *uncertain* flag.
+        out_of_distribution: The *out of distribution* flag (``None``: not computable for this method).
+        thumbnail_png: PNG bytes of the query.
+        saliency_overlay_png: PNG bytes of the Grad-CAM overlay, or ``None``.
+        saliency_caveat: Shown with every saliency map.
+        image_sha256: sha256 of the query's pixels.
+        note: The clinician's note ("" when none).
+        identifiers: Patient / study identifiers from the query's DICOM header; empty unless the
+            report was built with ``include_identifiers=True``.
+        clinical: Non-identifying DICOM fields (modality, body part, ...), empty for non-DICOM queries.
+    """
+
+    prediction: str
+    probabilities: dict[str, float]
+    normalized_entropy: float
+    uncertain: bool
+    out_of_distribution: bool | None
+    thumbnail_png: bytes = field(repr=False)
+    saliency_overlay_png: bytes | None = field(repr=False)
+    saliency_caveat: str
+    image_sha256: str
+    note: str = ""
+    identifiers: dict[str, str] = field(default_factory=dict, repr=False)
+    clinical: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DiagnosticReport:
+    """Everything a report writer renders.
+
+    Attributes:
+        created: ISO 8601 UTC timestamp.
+        disclaimer: Research-use disclaimer, rendered first by every writer.
+        model: :class:`ModelSummary`.
+        support: :class:`SupportSummary`.
+        queries: One :class:`QueryResult` per diagnosed scan.
+        include_identifiers: Whether identifiers were copied in (``queries[i].identifiers``).
+        settings: Thresholds used (``uncertain_threshold``, ``ood_factor``) and preprocessing.
+        medfew_version: Version that made the report.
+    """
+
+    created: str
+    disclaimer: str
+    model: ModelSummary
+    support: SupportSummary
+    queries: tuple[QueryResult, ...]
+    include_identifiers: bool = False
+    settings: dict[str, Any] = field(default_factory=dict)
+    medfew_version: str = __version__
+
+    def to_dict(self, *, images: bool = True) -> dict[str, Any]:
+        """JSON-serialisable dict; PNGs base64-encoded (``images=False`` leaves them out)."""
+        queries = []
+        for q in self.queries:
+            entry: dict[str, Any] = {
+                "prediction": q.prediction,
+                "probabilities": dict(q.probabilities),
+                "normalized_entropy": q.normalized_entropy,
+                "uncertain": q.uncertain,
+                "out_of_distribution": q.out_of_distribution,
+                "saliency_caveat": q.saliency_caveat,
+                "image_sha256": q.image_sha256,
+                "note": q.note,
+                "clinical": dict(q.clinical),
+            }
+            if self.include_identifiers:
+                entry["identifiers"] = dict(q.identifiers)
+            if images:
+                entry["thumbnail_png_base64"] = base64.b64encode(q.thumbnail_png).decode("ascii")
+                entry["saliency_overlay_png_base64"] = (
+                    base64.b64encode(q.saliency_overlay_png).decode("ascii") if q.saliency_overlay_png else None
+                )
+            queries.append(entry)
+        return {
+            "created": self.created,
+            "disclaimer": self.disclaimer,
+            "medfew_version": self.medfew_version,
+            "model": {
+                "name": self.model.name,
+                "method": self.model.method,
+                "backbone": self.model.backbone,
+                "weights_sha256": self.model.weights_sha256,
+                "training_data": list(self.model.training_data),
+            },
+            "support": {
+                "classes": list(self.support.classes),
+                "counts": dict(self.support.counts),
+                "image_sha256": {k: list(v) for k, v in self.support.image_sha256.items()},
+                "leave_one_out_accuracy": self.support.leave_one_out_accuracy,
+            },
+            "settings": dict(self.settings),
+            "include_identifiers": self.include_identifiers,
+            "queries": queries,
+        }
+
+
+def model_summary(session: DiagnosisSession) -> ModelSummary:
+    """The :class:`ModelSummary` of a session's model (from its checkpoint sidecar when it has one)."""
+    info = session.info
+    if info is None:
+        backbone = type(session.method.backbone).__name__
+        return ModelSummary(name=f"{session.method.name}/in-memory", method=session.method.name,
+                            backbone=backbone, weights_sha256="")
+    names = tuple(str(d.get("name", "")) for d in info.data_provenance if isinstance(d, dict) and d.get("name"))
+    return ModelSummary(name=info.name, method=info.method, backbone=info.backbone,
+                        weights_sha256=info.weights_sha256, training_data=names)
+
+
+def build_report(
+    session: DiagnosisSession,
+    predictions: Sequence[Prediction],
+    *,
+    notes: Sequence[str] | str = "",
+    include_identifiers: bool = False,
+    leave_one_out: LeaveOneOutResult | None = None,
+    created: datetime | None = None,
+) -> DiagnosticReport:
+    """Assemble a report from a session and its predictions (renders the PNGs; touches no model).
+
+    Args:
+        session: The session the predictions came from (support summary, model provenance).
+        predictions: Results of ``session.diagnose``.
+        notes: One clinician's note for all queries, or one per prediction.
+        include_identifiers: Copy patient / study identifiers from each DICOM query's header.
+        leave_one_out: ``session.leave_one_out()`` result, if computed.
+        created: Timestamp (default: now, UTC).
+
+    Raises:
+        ConfigError: ``notes`` is a list whose length differs from ``predictions``.
+    """
+    if isinstance(notes, str):
+        notes = [notes] * len(predictions)
+    if len(notes) != len(predictions):
+        raise ConfigError(f"got {len(notes)} notes for {len(predictions)} predictions; give one note or one per query")
+    queries = tuple(_query_result(p, note, include_identifiers) for p, note in zip(predictions, notes))
+    hashes: dict[str, list[str]] = {c: [] for c in session.class_names}
+    for scan in session.support:
+        hashes[scan.label].append(scan.sha256)
+    support = SupportSummary(
+        classes=session.class_names,
+        counts=session.support_counts(),
+        image_sha256={c: tuple(v) for c, v in hashes.items()},
+        leave_one_out_accuracy=None if leave_one_out is None else leave_one_out.accuracy,
+    )
+    prep = session.preprocessing
+    settings = {
+        "uncertain_threshold": session.uncertain_threshold,
+        "ood_factor": session.ood_factor,
+        "preprocessing": {"image_size": prep.image_size, "channels": prep.channels, "normalize": prep.normalize},
+    }
+    stamp = (created or datetime.now(UTC)).astimezone(UTC).isoformat(timespec="seconds")
+    return DiagnosticReport(created=stamp, disclaimer=DISCLAIMER, model=model_summary(session), support=support,
+                            queries=queries, include_identifiers=include_identifiers, settings=settings)
+
+
+def _query_result(prediction: Prediction, note: str, include_identifiers: bool) -> QueryResult:
+    overlay = (
+        None if prediction.saliency is None
+        else saliency_overlay_png(prediction.model_input, prediction.saliency)
+    )
+    dicom = prediction.dicom
+    return QueryResult(
+        prediction=prediction.predicted,
+        probabilities=dict(prediction.probabilities),
+        normalized_entropy=prediction.normalized_entropy,
+        uncertain=prediction.uncertain,
+        out_of_distribution=prediction.out_of_distribution,
+        thumbnail_png=thumbnail_png(prediction.image),
+        saliency_overlay_png=overlay,
+        saliency_caveat=prediction.saliency_caveat,
+        image_sha256=prediction.image_sha256,
+        note=str(note or ""),
+        identifiers=dict(dicom.identifying) if (dicom is not None and include_identifiers) else {},
+        clinical={} if dicom is None else dicom.to_dict(include_identifiers=False),
+    )

@@ -1,0 +1,100 @@
+"""``medfew diagnose``: class-per-folder support set, query files, JSON output, PDF report, errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from synthetic import FAKE_PATIENT_ID, FAKE_PATIENT_NAME, write_dicom
+from test_diagnosis import COARSE, FINE, stripe_checkpoint, stripes_uint8
+from test_reporting import pdf_text
+
+from medfew.cli import main
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return stripe_checkpoint(tmp_path_factory.mktemp("ckpt"))
+
+
+def support_folder(root: Path, rng: np.random.Generator, classes: dict[str, int], k: int = 3) -> Path:
+    for label, period in classes.items():
+        (root / label).mkdir(parents=True, exist_ok=True)
+        for i in range(k):
+            Image.fromarray(stripes_uint8(period, rng)).save(root / label / f"scan_{i}.png")
+    return root
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_diagnose_json(checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rng = np.random.default_rng(0)
+    support = support_folder(tmp_path / "support", rng, {"coarse": COARSE, "fine": FINE})
+    queries = []
+    for name, period in (("q_fine.png", FINE), ("q_coarse.png", COARSE)):
+        Image.fromarray(stripes_uint8(period, rng)).save(tmp_path / name)
+        queries.append(str(tmp_path / name))
+    code, out, err = run(capsys, "diagnose", "--checkpoint", str(checkpoint), "--support", str(support),
+                         "--query", *queries, "--json")
+    assert code == 0, err
+    data = json.loads(out)
+    rows = data["predictions"]
+    assert [r["file"] for r in rows] == queries and [r["prediction"] for r in rows] == ["fine", "coarse"]
+    for row in rows:
+        assert set(row) == {"file", "prediction", "probabilities", "uncertain", "out_of_distribution"}
+        assert sum(row["probabilities"].values()) == pytest.approx(1.0)
+        assert isinstance(row["uncertain"], bool) and isinstance(row["out_of_distribution"], bool)
+    assert data["support"] == {"coarse": 3, "fine": 3} and data["leave_one_out_accuracy"] == 1.0
+    code, out, _ = run(capsys, "diagnose", "--checkpoint", str(checkpoint), "--support", str(support),
+                       "--query", queries[0])
+    assert code == 0 and out.startswith(f"{queries[0]}: fine (")
+
+
+def test_diagnose_pdf_report_with_and_without_identifiers(
+    checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rng = np.random.default_rng(1)
+    support = support_folder(tmp_path / "support", rng, {"coarse": COARSE, "fine": FINE})
+    query = write_dicom(tmp_path / "query.dcm", stripes_uint8(FINE, rng), modality="CR")
+    base = ["diagnose", "--checkpoint", str(checkpoint), "--support", str(support), "--query", str(query),
+            "--note", "seen by Dr Who"]
+    code, out, err = run(capsys, *base, "--report", str(tmp_path / "plain.pdf"))
+    assert code == 0, err
+    assert "report written to" in out
+    text = pdf_text(tmp_path / "plain.pdf")
+    assert "RESEARCH USE ONLY" in text and "seen by Dr Who" in text and "predicted fine" in text
+    assert FAKE_PATIENT_NAME not in text and FAKE_PATIENT_ID not in text
+    code, _, err = run(capsys, *base, "--report", str(tmp_path / "full.pdf"), "--include-identifiers")
+    assert code == 0, err
+    text = pdf_text(tmp_path / "full.pdf")
+    assert FAKE_PATIENT_NAME in text and FAKE_PATIENT_ID in text
+    code, _, err = run(capsys, *base, "--report", str(tmp_path / "r.json"))
+    assert code == 0, err
+    assert json.loads((tmp_path / "r.json").read_text())["queries"][0]["note"] == "seen by Dr Who"
+
+
+def test_diagnose_errors(checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rng = np.random.default_rng(2)
+    query = tmp_path / "q.png"
+    Image.fromarray(stripes_uint8(FINE, rng)).save(query)
+    one = support_folder(tmp_path / "one", rng, {"fine": FINE})
+    code, _, err = run(capsys, "diagnose", "--checkpoint", str(checkpoint), "--support", str(one), "--query", str(query))
+    assert code == 2 and "at least 2 classes, got 1" in err and "Traceback" not in err
+    empty = support_folder(tmp_path / "empty", rng, {"fine": FINE})
+    (empty / "rare").mkdir()
+    code, _, err = run(capsys, "diagnose", "--checkpoint", str(checkpoint), "--support", str(empty), "--query", str(query))
+    assert code == 2 and "['rare'] have no scans" in err
+    two = support_folder(tmp_path / "two", rng, {"coarse": COARSE, "fine": FINE})
+    code, _, err = run(capsys, "diagnose", "--checkpoint", str(checkpoint), "--support", str(two), "--query", str(query),
+                       "--report", str(tmp_path / "r.docx"))
+    assert code == 2 and "r.docx: the file must end in .pdf or .json" in err
+    code, _, err = run(capsys, "diagnose", "--checkpoint", str(tmp_path / "missing.safetensors"),
+                       "--support", str(two), "--query", str(query))
+    assert code == 2 and "no such checkpoint file" in err

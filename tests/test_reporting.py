@@ -1,0 +1,139 @@
+"""Diagnostic reports: content, no identifiers by default, JSON / PDF (extractable text) / DICOM writers."""
+
+from __future__ import annotations
+
+import io
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from pydicom import dcmread
+from pydicom.uid import EncapsulatedPDFStorage
+from pypdf import PdfReader
+from synthetic import FAKE_PATIENT_ID, FAKE_PATIENT_NAME, dicom_dataset, save_dicom
+from test_diagnosis import COARSE, FINE, stripe_checkpoint, stripes_uint8
+
+from medfew.diagnosis import DiagnosisSession
+from medfew.errors import ConfigError, ImageInputError, ImageReadError
+from medfew.reporting import (
+    DISCLAIMER,
+    build_report,
+    render_pdf,
+    write_dicom,
+    write_json,
+    write_pdf,
+)
+from medfew.reporting.images import saliency_overlay_png
+
+SUPPORT_NAME = "Smith_John_1970"  # a file name that must never reach a report
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return stripe_checkpoint(tmp_path_factory.mktemp("ckpt"))
+
+
+@pytest.fixture()
+def diagnosed(checkpoint: Path, tmp_path: Path):
+    """A session adapted on PNG support files, and the prediction of one synthetic DICOM query."""
+    rng = np.random.default_rng(0)
+    session = DiagnosisSession(checkpoint)
+    for i in range(3):
+        for period, label in ((FINE, "fine"), (COARSE, "coarse")):
+            path = tmp_path / label / f"{SUPPORT_NAME}_{i}.png"
+            path.parent.mkdir(exist_ok=True)
+            Image.fromarray(stripes_uint8(period, rng)).save(path)
+            session.add_support(path, label)
+    source = dicom_dataset(stripes_uint8(FINE, rng), modality="CR", StudyInstanceUID="1.2.3.4.5",
+                           AccessionNumber="ACC-42")
+    query = save_dicom(source, tmp_path / "query.dcm")
+    session.adapt()
+    return session, session.diagnose(query), query
+
+
+def pdf_text(path_or_bytes: Path | bytes) -> str:
+    data = path_or_bytes if isinstance(path_or_bytes, bytes) else path_or_bytes.read_bytes()
+    return "\n".join(page.extract_text() for page in PdfReader(io.BytesIO(data)).pages)
+
+
+def test_report_content(diagnosed) -> None:
+    session, prediction, _ = diagnosed
+    when = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    report = build_report(session, [prediction], notes="follow up in 3 months",
+                          leave_one_out=session.leave_one_out(), created=when)
+    assert report.created == "2026-01-02T03:04:05+00:00" and report.disclaimer == DISCLAIMER
+    assert "RESEARCH USE ONLY" in report.disclaimer
+    assert report.model.method == "protonet" and report.model.backbone == "conv4"
+    assert len(report.model.weights_sha256) == 64 and report.model.training_data == ("stripes-synthetic",)
+    assert report.support.classes == ("fine", "coarse") and report.support.counts == {"fine": 3, "coarse": 3}
+    assert [len(v) for v in report.support.image_sha256.values()] == [3, 3]
+    assert report.support.image_sha256["fine"][0] == session.support[0].sha256
+    assert report.support.leave_one_out_accuracy == 1.0
+    (query,) = report.queries
+    assert query.prediction == prediction.predicted == "fine" and query.note == "follow up in 3 months"
+    assert query.probabilities == prediction.probabilities and query.identifiers == {}
+    assert query.clinical["Modality"] == "CR" and "PatientID" not in query.clinical
+    thumb = Image.open(io.BytesIO(query.thumbnail_png))
+    overlay = Image.open(io.BytesIO(query.saliency_overlay_png))
+    assert thumb.format == overlay.format == "PNG" and max(thumb.size) == 256 and overlay.size == (256, 256)
+    with pytest.raises(ConfigError, match="got 2 notes for 1 predictions"):
+        build_report(session, [prediction], notes=["a", "b"])
+
+
+def test_json_has_no_identifiers_or_file_names_unless_asked(diagnosed, tmp_path: Path) -> None:
+    session, prediction, _ = diagnosed
+    plain = write_json(build_report(session, [prediction]), tmp_path / "r.json").read_text()
+    for secret in (FAKE_PATIENT_NAME, FAKE_PATIENT_ID, "ACC-42", "1.2.3.4.5", SUPPORT_NAME, "query.dcm"):
+        assert secret not in plain
+    data = json.loads(plain)
+    assert data["queries"][0]["prediction"] == "fine" and "identifiers" not in data["queries"][0]
+    assert data["queries"][0]["thumbnail_png_base64"] and data["disclaimer"] == DISCLAIMER
+    full = write_json(build_report(session, [prediction], include_identifiers=True), tmp_path / "f.json").read_text()
+    ids = json.loads(full)["queries"][0]["identifiers"]
+    assert ids["PatientName"] == FAKE_PATIENT_NAME and ids["PatientID"] == FAKE_PATIENT_ID
+    assert SUPPORT_NAME not in full
+
+
+def test_pdf_text_is_extractable_and_identifiers_only_on_request(diagnosed, tmp_path: Path) -> None:
+    session, prediction, _ = diagnosed
+    report = build_report(session, [prediction], notes="clinician says hello")
+    text = pdf_text(write_pdf(report, tmp_path / "r.pdf"))
+    assert "RESEARCH USE ONLY" in text and "predicted fine" in text and "clinician says hello" in text
+    assert "unreliable" in text and report.model.name in text
+    for secret in (FAKE_PATIENT_NAME, FAKE_PATIENT_ID, "ACC-42", SUPPORT_NAME):
+        assert secret not in text
+    text = pdf_text(render_pdf(build_report(session, [prediction], include_identifiers=True)))
+    assert FAKE_PATIENT_NAME in text and FAKE_PATIENT_ID in text and "ACC-42" in text
+
+
+def test_dicom_report_is_an_encapsulated_pdf_filed_in_the_source_study(diagnosed, tmp_path: Path) -> None:
+    session, prediction, query = diagnosed
+    report = build_report(session, [prediction])  # no identifiers in the PDF ...
+    out = write_dicom(report, tmp_path / "report.dcm", query)
+    ds = dcmread(out)
+    assert ds.SOPClassUID == EncapsulatedPDFStorage == ds.file_meta.MediaStorageSOPClassUID
+    assert ds.Modality == "DOC" and ds.MIMETypeOfEncapsulatedDocument == "application/pdf"
+    # ... but the DICOM header carries them, so a PACS can file it
+    assert str(ds.PatientName) == FAKE_PATIENT_NAME and ds.PatientID == FAKE_PATIENT_ID
+    assert ds.StudyInstanceUID == "1.2.3.4.5" and ds.AccessionNumber == "ACC-42"
+    source = dcmread(query)
+    assert ds.SeriesInstanceUID and ds.SOPInstanceUID != source.SOPInstanceUID
+    document = bytes(ds.EncapsulatedDocument)[: ds.EncapsulatedDocumentLength]
+    assert document.startswith(b"%PDF") and "RESEARCH USE ONLY" in pdf_text(document)
+    assert FAKE_PATIENT_NAME not in pdf_text(document)
+    # a pydicom Dataset works as the source as well
+    assert dcmread(write_dicom(report, tmp_path / "r2.dcm", source)).PatientID == FAKE_PATIENT_ID
+
+
+def test_writer_errors(diagnosed, tmp_path: Path) -> None:
+    session, prediction, _ = diagnosed
+    report = build_report(session, [prediction])
+    not_dicom = tmp_path / "x.txt"
+    not_dicom.write_text("hello")
+    with pytest.raises(ImageReadError, match="x.txt: cannot read the source DICOM study"):
+        write_dicom(report, tmp_path / "r.dcm", not_dicom)
+    with pytest.raises(ImageInputError, match=r"saliency \(5, 5\) does not match image \(28, 28\)"):
+        saliency_overlay_png(prediction.model_input, np.zeros((5, 5), np.float32))
