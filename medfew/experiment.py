@@ -34,21 +34,15 @@ def build_model(config: ExperimentConfig, *, num_classes: int) -> tuple[FewShotM
     ``num_classes`` (the size of the meta-train class vocabulary) is passed to methods that take it.
 
     Raises:
-        ConfigError: An unknown option of the backbone or method, naming the key.
+        ConfigError: An unknown option of the backbone or method (the registries name the key).
+        RegistryError: An unknown backbone or method name.
     """
     data = config.data
-    try:
-        backbone = build_backbone(
-            config.backbone.name, in_channels=data.channels, image_size=data.image_size, **config.backbone.options
-        )
-    except TypeError as exc:
-        raise ConfigError(f"backbone {config.backbone.name!r}: {exc} (check the 'backbone.*' keys)") from exc
-    options = dict(config.method.options)
-    try:
-        method = build_method(config.method.name, backbone, **_with_context(config.method.name, options, num_classes))
-    except TypeError as exc:
-        raise ConfigError(f"method {config.method.name!r}: {exc} (check the 'method.*' keys)") from exc
-    return method, backbone.config()
+    backbone = build_backbone(
+        config.backbone.name, in_channels=data.channels, image_size=data.image_size, **config.backbone.options
+    )
+    options = _with_context(config.method.name, dict(config.method.options), num_classes)
+    return build_method(config.method.name, backbone, **options), backbone.config()
 
 
 def _with_context(name: str, options: dict[str, Any], num_classes: int) -> dict[str, Any]:

@@ -83,14 +83,14 @@ class FewShotMethod(nn.Module, ABC):
         The default averages ``episode_loss`` over the episodes; methods with a different outer update
         (Reptile) override this and write their update direction into ``.grad`` instead.
         """
-        total_loss = torch.zeros(())
-        total_acc = torch.zeros(())
+        losses, accuracies = [], []
         for episode in episodes:
             loss, logits = self.episode_loss(episode)
             (loss / len(episodes)).backward()
-            total_loss = total_loss + loss.detach().float().cpu()
-            total_acc = total_acc + (logits.argmax(-1) == episode.query_labels).float().mean().detach().cpu()
-        return StepOutput(loss=total_loss / len(episodes), accuracy=total_acc / len(episodes))
+            # stay on the device: the loop reads these figures only when it logs (no sync per episode)
+            losses.append(loss.detach().float())
+            accuracies.append((logits.argmax(-1) == episode.query_labels).float().mean().detach())
+        return StepOutput(loss=torch.stack(losses).mean(), accuracy=torch.stack(accuracies).mean())
 
     def hyperparameters(self) -> dict:
         """JSON-serialisable hyperparameters, saved in checkpoints and rebuilt by the registry."""
