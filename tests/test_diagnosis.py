@@ -134,7 +134,9 @@ def test_out_of_distribution_rule(checkpoint: Path) -> None:
     for scan in session.support:
         pred = session.diagnose(scan.model_input[:1].numpy(), saliency=False)
         assert pred.out_of_distribution is False and pred.ood_distance is not None
-        assert pred.ood_distance <= pred.ood_threshold / session.ood_factor + 1e-6
+        # the farthest support scan sits exactly on the radius; embedding it alone or in a batch
+        # differs in float rounding with the thread count, hence a relative tolerance
+        assert pred.ood_distance <= pred.ood_threshold / session.ood_factor * (1 + 1e-4)
     # a single bright dot is farther from both classes than fresh stripe scans are
     dot = np.zeros((1, SIZE, SIZE), np.float32)
     dot[0, SIZE // 2, SIZE // 2] = 1.0
