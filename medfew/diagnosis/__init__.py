@@ -10,6 +10,7 @@ from medfew.diagnosis.uncertainty import (
     DistanceReference,
     entropy_flags,
 )
+from medfew.diagnosis.uploads import LabelledUpload, UploadProblem, expand_class_zip
 
 __all__ = [
     "OOD_FACTOR",
@@ -18,12 +19,15 @@ __all__ = [
     "DiagnosisSession",
     "DistanceReference",
     "ImageInput",
+    "LabelledUpload",
     "LeaveOneOutResult",
     "LoadedImage",
     "Prediction",
     "SaliencyMapper",
     "SupportScan",
+    "UploadProblem",
     "entropy_flags",
+    "expand_class_zip",
     "last_conv_layer",
     "load_input",
     "pixel_sha256",

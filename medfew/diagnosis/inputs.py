@@ -15,15 +15,13 @@ import torch
 
 from medfew.data.readers import (
     DicomMetadata,
+    Window,
     load_image,
     load_image_bytes,
     read_dicom_metadata,
     sniff_format,
 )
 from medfew.errors import ImageInputError
-
-ImageInput = np.ndarray | torch.Tensor | str | Path | bytes | bytearray
-"""An array ``(H, W)`` / ``(C, H, W)``, a file path, or a file's content."""
 
 
 @dataclass(frozen=True)
@@ -41,6 +39,10 @@ class LoadedImage:
     dicom: DicomMetadata | None = None
 
 
+ImageInput = np.ndarray | torch.Tensor | str | Path | bytes | bytearray | LoadedImage
+"""An array ``(H, W)`` / ``(C, H, W)``, a file path, a file's content, or an already decoded image."""
+
+
 def pixel_sha256(pixels: np.ndarray) -> str:
     """Hex sha256 of a float32 ``(C, H, W)`` array's shape and bytes."""
     data = np.ascontiguousarray(pixels, dtype=np.float32)
@@ -49,13 +51,17 @@ def pixel_sha256(pixels: np.ndarray) -> str:
     return digest.hexdigest()
 
 
-def load_input(image: ImageInput, name: str | None = None) -> LoadedImage:
+def load_input(image: ImageInput, name: str | None = None, *, window: Window | str | None = None) -> LoadedImage:
     """Decode one session input.
 
     Args:
         image: A float array in ``[0, 1]`` or a uint8 array (divided by 255), shaped ``(H, W)``,
-            ``(1, H, W)`` or ``(3, H, W)``; a path to a DICOM / PNG / JPEG / ... file; or the bytes of one.
+            ``(1, H, W)`` or ``(3, H, W)``; a path to a DICOM / PNG / JPEG / ... file; the bytes of one;
+            or a :class:`LoadedImage` (returned as it is).
         name: For bytes, the upload's file name (used in error messages only).
+        window: For a monochrome DICOM, a :class:`~medfew.data.readers.Window` or a preset name from
+            :data:`~medfew.data.readers.WINDOW_PRESETS` (``None``: the header's VOI LUT or window).
+            Ignored by other formats and arrays.
 
     Returns:
         The :class:`LoadedImage`.
@@ -64,12 +70,14 @@ def load_input(image: ImageInput, name: str | None = None) -> LoadedImage:
         ImageInputError: Unsupported type, shape, dtype, or values outside ``[0, 1]``.
         ImageReadError: An unreadable file or content.
     """
+    if isinstance(image, LoadedImage):
+        return image
     if isinstance(image, (str, Path)):
-        pixels = load_image(image)
+        pixels = load_image(image, window=window)
         dicom = read_dicom_metadata(image) if sniff_format(image) == "dicom" else None
     elif isinstance(image, (bytes, bytearray)):
         data = bytes(image)
-        pixels = load_image_bytes(data, name or "<upload>")
+        pixels = load_image_bytes(data, name or "<upload>", window=window)
         dicom = read_dicom_metadata(data) if sniff_format(data) == "dicom" else None
     elif isinstance(image, (np.ndarray, torch.Tensor)):
         pixels, dicom = _from_array(image), None

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from medfew.data.readers import Window
 from medfew.data.transforms import normalize_batch, preprocess_image
 from medfew.diagnosis.inputs import ImageInput, LoadedImage, load_input
 from medfew.diagnosis.prediction import LeaveOneOutResult, Prediction
@@ -99,10 +100,20 @@ class DiagnosisSession:
         uncertain_threshold: float = UNCERTAIN_THRESHOLD,
         ood_factor: float = OOD_FACTOR,
         device: str = "cpu",
+        info: CheckpointInfo | None = None,
     ) -> DiagnosisSession:
-        """A session around an in-memory method (no checkpoint provenance: ``info`` is ``None``)."""
+        """A session around an in-memory method.
+
+        Args:
+            method: The few-shot method (the session puts it in eval mode; give each session its own copy).
+            preprocessing: How images are prepared for it.
+            uncertain_threshold: See the class.
+            ood_factor: See the class.
+            device: See the class.
+            info: The checkpoint it came from (model provenance in reports), or ``None``.
+        """
         session = cls.__new__(cls)
-        session._setup(method.to(device), preprocessing, None, uncertain_threshold, ood_factor, device)
+        session._setup(method.to(device), preprocessing, info, uncertain_threshold, ood_factor, device)
         return session
 
     def _setup(
@@ -157,20 +168,23 @@ class DiagnosisSession:
         self._scans = [scan for scan in self._scans if scan.label != name]
         self._changed()
 
-    def add_support(self, image: ImageInput, label: str, *, name: str | None = None) -> int:
+    def add_support(
+        self, image: ImageInput, label: str, *, name: str | None = None, window: Window | str | None = None
+    ) -> int:
         """Add one labelled scan; returns its index in :attr:`support`.
 
         Args:
             image: An array, a file path or file bytes (see :func:`medfew.diagnosis.inputs.load_input`).
             label: Class name (declared on first use).
             name: For bytes, the upload's file name (error messages only; never stored).
+            window: DICOM window (see :func:`medfew.diagnosis.inputs.load_input`).
 
         Raises:
             ImageInputError: Unsupported image type or shape.
             ImageReadError: Unreadable file.
         """
         label = _check_label(label)
-        loaded = load_input(image, name)
+        loaded = load_input(image, name, window=window)
         self._scans.append(SupportScan(label=label, model_input=self._model_input(loaded), sha256=loaded.sha256))
         if label not in self._classes:
             self._classes.append(label)
@@ -215,20 +229,28 @@ class DiagnosisSession:
         )
         self._adapted = _Adapted(model=model, reference=reference, version=self._version)
 
-    def diagnose(self, image: ImageInput, *, name: str | None = None, saliency: bool = True) -> Prediction:
+    def diagnose(
+        self,
+        image: ImageInput,
+        *,
+        name: str | None = None,
+        saliency: bool = True,
+        window: Window | str | None = None,
+    ) -> Prediction:
         """Diagnose one query scan with the adapted model.
 
         Args:
             image: An array, a file path or file bytes.
             name: For bytes, the upload's file name (error messages only).
             saliency: Compute the Grad-CAM map (one backward pass).
+            window: DICOM window (see :func:`medfew.diagnosis.inputs.load_input`).
 
         Raises:
             NotAdaptedError: ``adapt`` was not called on the current support set.
             ImageInputError: Unsupported image type or shape.
         """
         adapted = self._require_adapted()
-        loaded = load_input(image, name)
+        loaded = load_input(image, name, window=window)
         model_input = self._model_input(loaded)
         x = self._normalize(model_input.unsqueeze(0))
         with torch.no_grad():

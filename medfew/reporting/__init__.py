@@ -1,6 +1,6 @@
 """medfew.reporting: the diagnostic report (data) and its writers - JSON, PDF, DICOM Encapsulated PDF."""
 
-from medfew.reporting.dicom_writer import write_dicom
+from medfew.reporting.dicom_writer import render_dicom, write_dicom
 from medfew.reporting.json_writer import report_json, write_json
 from medfew.reporting.pdf_writer import render_pdf, write_pdf
 from medfew.reporting.report import (
@@ -19,6 +19,7 @@ __all__ = [
     "QueryResult",
     "SupportSummary",
     "build_report",
+    "render_dicom",
     "render_pdf",
     "report_json",
     "write_dicom",

@@ -7,6 +7,7 @@ new series of the *source study*, so a PACS files it beside the scans it describ
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from io import BytesIO
 from pathlib import Path
 
 from pydicom import dcmread
@@ -45,16 +46,21 @@ _TYPE2_DEFAULTS = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex",
                    "StudyTime", "AccessionNumber", "ReferringPhysicianName")
 
 
-def _read_source(source: Dataset | str | Path) -> Dataset:
+Source = Dataset | str | Path | bytes
+"""A source study: a ``pydicom.Dataset``, a DICOM file path, or a DICOM file's bytes (an upload)."""
+
+
+def _read_source(source: Source) -> Dataset:
     if isinstance(source, Dataset):
         return source
+    name = "<uploaded DICOM>" if isinstance(source, bytes) else source
     try:
-        return dcmread(source, stop_before_pixels=True)
-    except (InvalidDicomError, OSError) as exc:
-        raise ImageReadError(source, f"cannot read the source DICOM study ({type(exc).__name__})") from exc
+        return dcmread(BytesIO(source) if isinstance(source, bytes) else source, stop_before_pixels=True)
+    except (InvalidDicomError, OSError, EOFError) as exc:
+        raise ImageReadError(name, f"cannot read the source DICOM study ({type(exc).__name__})") from exc
 
 
-def report_dataset(report: DiagnosticReport, source_dataset: Dataset | str | Path) -> Dataset:
+def report_dataset(report: DiagnosticReport, source_dataset: Source) -> Dataset:
     """Build the Encapsulated PDF data set (see :func:`write_dicom`) without writing it."""
     source = _read_source(source_dataset)
     pdf = render_pdf(report)
@@ -95,7 +101,7 @@ def report_dataset(report: DiagnosticReport, source_dataset: Dataset | str | Pat
     return ds
 
 
-def write_dicom(report: DiagnosticReport, path: str | Path, source_dataset: Dataset | str | Path) -> Path:
+def write_dicom(report: DiagnosticReport, path: str | Path, source_dataset: Source) -> Path:
     """Write the report as a DICOM Encapsulated PDF that files into the source study.
 
     **This file carries patient identifiers.** It copies the source study's PatientName, PatientID,
@@ -107,8 +113,8 @@ def write_dicom(report: DiagnosticReport, path: str | Path, source_dataset: Data
     Args:
         report: The report (rendered with :func:`~medfew.reporting.pdf_writer.render_pdf`).
         path: Output file.
-        source_dataset: The query's DICOM data set (a ``pydicom.Dataset`` or a file path); a new
-            series of its study holds the report.
+        source_dataset: The query's DICOM data set (a ``pydicom.Dataset``, a file path or the file's
+            bytes); a new series of its study holds the report.
 
     Returns:
         ``path``.
@@ -120,3 +126,14 @@ def write_dicom(report: DiagnosticReport, path: str | Path, source_dataset: Data
     path = Path(path)
     atomic_write(path, lambda tmp: ds.save_as(tmp, enforce_file_format=True))
     return path
+
+
+def render_dicom(report: DiagnosticReport, source_dataset: Source) -> bytes:
+    """The bytes of :func:`write_dicom`'s file, for a download (the same identifiers warning applies).
+
+    Raises:
+        ImageReadError: ``source_dataset`` is not a readable DICOM file.
+    """
+    buffer = BytesIO()
+    report_dataset(report, source_dataset).save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()

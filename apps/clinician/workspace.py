@@ -1,0 +1,289 @@
+"""What one browser session of the clinician app holds, without any Streamlit: uploads, labels, results.
+
+:class:`Workspace` wraps a :class:`~medfew.diagnosis.DiagnosisSession` (the library does every model
+step) and adds what only the screen needs: a display name and a thumbnail per support scan, the last
+diagnosed queries, and one message per upload that could not be used. It lives in
+``st.session_state``, so two browser sessions never share scans; nothing here touches the disk.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from medfew.diagnosis import (
+    DiagnosisSession,
+    LeaveOneOutResult,
+    LoadedImage,
+    Prediction,
+    expand_class_zip,
+    load_input,
+)
+from medfew.errors import MedfewError
+from medfew.methods.base import FewShotMethod
+from medfew.reporting import (
+    DiagnosticReport,
+    build_report,
+    render_dicom,
+    render_pdf,
+    report_json,
+)
+from medfew.reporting.images import saliency_overlay_png, thumbnail_png
+from medfew.training.checkpoint import CheckpointInfo
+
+Upload = tuple[str, bytes]
+"""An uploaded file: ``(file name, content)``."""
+
+_ids = itertools.count()
+
+
+@dataclass(frozen=True)
+class ScanView:
+    """A support scan as the screen shows it.
+
+    Attributes:
+        id: Stable id (widget keys; indices shift when a scan is removed).
+        name: The upload's file name, shown on screen only (it can hold identifiers: never in a report).
+        thumbnail: PNG of the decoded scan.
+        loaded: The decoded image (kept to rebuild the session when the model changes).
+    """
+
+    id: int
+    name: str
+    thumbnail: bytes = field(repr=False)
+    loaded: LoadedImage = field(repr=False)
+
+
+@dataclass(frozen=True)
+class QueryOutcome:
+    """One diagnosed query scan.
+
+    Attributes:
+        name: The upload's file name (screen only).
+        data: The uploaded bytes (the DICOM report is filed against them).
+        prediction: The session's prediction.
+        thumbnail: PNG of the decoded scan.
+        overlay: PNG of the Grad-CAM overlay, or ``None``.
+    """
+
+    name: str
+    data: bytes = field(repr=False)
+    prediction: Prediction = field(repr=False)
+    thumbnail: bytes = field(repr=False)
+    overlay: bytes | None = field(repr=False)
+
+    @property
+    def is_dicom(self) -> bool:
+        """Whether the query was a DICOM file (a DICOM report can be filed against it)."""
+        return self.prediction.dicom is not None
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A checkpoint loaded once per server process and copied into each browser session."""
+
+    method: FewShotMethod
+    info: CheckpointInfo
+
+    def new_session(self, *, uncertain_threshold: float, ood_factor: float) -> DiagnosisSession:
+        """A session with its own copy of the model (sessions never share mutable state)."""
+        return DiagnosisSession.from_method(
+            copy.deepcopy(self.method), self.info.preprocessing, info=self.info,
+            uncertain_threshold=uncertain_threshold, ood_factor=ood_factor,
+        )
+
+
+class Workspace:
+    """One clinician's classes, support scans, adapted model and diagnosed queries.
+
+    Args:
+        session: A fresh diagnosis session (see :meth:`LoadedModel.new_session`).
+    """
+
+    def __init__(self, session: DiagnosisSession) -> None:
+        self.session = session
+        self.views: list[ScanView] = []
+        self.outcomes: list[QueryOutcome] = []
+        self.leave_one_out: LeaveOneOutResult | None = None
+        self.adapt_seconds: float | None = None
+        self.model_key: object = None
+        self.results_version = 0
+
+    # ---------------------------------------------------------------- model
+    def replace_session(self, session: DiagnosisSession) -> list[str]:
+        """Move every class and scan to a new session (another model or other thresholds).
+
+        Returns:
+            Messages for scans the new model could not take (they are dropped).
+        """
+        old, views = self.session, self.views
+        self.session, self.views, self.outcomes = session, [], []
+        self.leave_one_out, self.adapt_seconds = None, None
+        for name in old.class_names:
+            session.add_class(name)
+        problems = []
+        for view, scan in zip(views, old.support):
+            try:
+                session.add_support(view.loaded, scan.label)
+                self.views.append(view)
+            except MedfewError as exc:
+                problems.append(f"{view.name}: {exc}")
+        return problems
+
+    # ---------------------------------------------------------------- classes
+    def _support_changed(self) -> None:
+        """Results of an earlier support set no longer describe this one."""
+        self.outcomes, self.leave_one_out = [], None
+        self.results_version += 1
+
+    def add_class(self, name: str) -> None:
+        """Declare a class (raises ``ConfigError`` for an empty name)."""
+        if name.strip() not in self.session.class_names:
+            self.session.add_class(name)
+            self._support_changed()
+
+    def remove_class(self, name: str) -> None:
+        """Remove a class and its scans."""
+        keep = [(v, s) for v, s in zip(self.views, self.session.support) if s.label != name]
+        self.session.remove_class(name)
+        self.views = [v for v, _ in keep]
+        self._support_changed()
+
+    # ---------------------------------------------------------------- support scans
+    def add_uploads(self, files: Sequence[Upload], label: str | None, *, window: str | None = None) -> list[str]:
+        """Add uploaded files to the support set; a zip's files take the class of their folder.
+
+        Args:
+            files: ``(name, bytes)`` per upload.
+            label: Class of the non-zip uploads (``None`` when only zips are given).
+            window: DICOM window preset name, or ``None`` for the header's window.
+
+        Returns:
+            One message per file that was not added (the others are kept).
+        """
+        problems: list[str] = []
+        for name, data in files:
+            if _is_zip(name, data):
+                try:
+                    members, skipped = expand_class_zip(data, name)
+                except MedfewError as exc:
+                    problems.append(str(exc))
+                    continue
+                problems += [str(p) for p in skipped]
+                for member in members:
+                    problems += self._add_one(member.name, member.data, member.label, window)
+            elif label is None:
+                problems.append(f"{name}: choose the class of this scan first (or upload a zip of class folders)")
+            else:
+                problems += self._add_one(name, data, label, window)
+        return problems
+
+    def _add_one(self, name: str, data: bytes, label: str, window: str | None) -> list[str]:
+        try:
+            loaded = load_input(data, name, window=window)
+            self.session.add_support(loaded, label)
+        except MedfewError as exc:
+            return [f"{name}: {_reason(exc)}"]
+        self.views.append(ScanView(id=next(_ids), name=name, thumbnail=thumbnail_png(loaded.pixels), loaded=loaded))
+        self._support_changed()
+        return []
+
+    def index_of(self, scan_id: int) -> int:
+        """Index in the session's support set of the scan with this id."""
+        return next(i for i, view in enumerate(self.views) if view.id == scan_id)
+
+    def remove_scan(self, scan_id: int) -> None:
+        """Remove one support scan."""
+        index = self.index_of(scan_id)
+        self.session.remove_support(index)
+        del self.views[index]
+        self._support_changed()
+
+    def relabel_scan(self, scan_id: int, label: str) -> None:
+        """Give one support scan another class."""
+        self.session.relabel_support(self.index_of(scan_id), label)
+        self._support_changed()
+
+    def label_of(self, scan_id: int) -> str:
+        """The class of the scan with this id."""
+        return self.session.support[self.index_of(scan_id)].label
+
+    # ---------------------------------------------------------------- adapt
+    def adapt_blockers(self) -> list[str]:
+        """Why Adapt cannot run now (empty when it can)."""
+        counts = self.session.support_counts()
+        reasons = []
+        if len(counts) < 2:
+            reasons.append(f"define at least two classes (now {len(counts)})")
+        empty = [c for c, n in counts.items() if n == 0]
+        if empty:
+            reasons.append("add scans to " + ", ".join(repr(c) for c in empty) + " or remove the class")
+        return reasons
+
+    @property
+    def is_adapted(self) -> bool:
+        """Whether the model is adapted to the current support set."""
+        return self.session.is_adapted
+
+    def adapt(self) -> None:
+        """The method's own adapt, then leave-one-out when every class has two or more scans."""
+        start = time.perf_counter()
+        self.session.adapt()
+        self.adapt_seconds = time.perf_counter() - start
+        self._support_changed()
+        counts = self.session.support_counts()
+        self.leave_one_out = self.session.leave_one_out() if min(counts.values()) >= 2 else None
+
+    # ---------------------------------------------------------------- diagnose
+    def diagnose(self, files: Sequence[Upload], *, window: str | None = None) -> list[str]:
+        """Diagnose query uploads (replacing the previous results).
+
+        Returns:
+            One message per file that could not be diagnosed (the others are).
+        """
+        outcomes, problems = [], []
+        for name, data in files:
+            try:
+                prediction = self.session.diagnose(data, name=name, window=window)
+            except MedfewError as exc:
+                problems.append(f"{name}: {_reason(exc)}")
+                continue
+            overlay = (None if prediction.saliency is None
+                       else saliency_overlay_png(prediction.model_input, prediction.saliency))
+            outcomes.append(QueryOutcome(name=name, data=data, prediction=prediction,
+                                         thumbnail=thumbnail_png(prediction.image), overlay=overlay))
+        self.outcomes = outcomes
+        self.results_version += 1
+        return problems
+
+    # ---------------------------------------------------------------- reports
+    def report(self, notes: Sequence[str], *, include_identifiers: bool = False,
+               only: int | None = None) -> DiagnosticReport:
+        """The report of the diagnosed queries (or of query ``only``), with one note per query."""
+        indices = range(len(self.outcomes)) if only is None else [only]
+        return build_report(
+            self.session, [self.outcomes[i].prediction for i in indices], notes=[notes[i] for i in indices],
+            include_identifiers=include_identifiers, leave_one_out=self.leave_one_out,
+        )
+
+    def report_files(self, notes: Sequence[str], *, include_identifiers: bool = False) -> dict[str, bytes]:
+        """``{"pdf": ..., "json": ...}`` bytes of the report of every diagnosed query."""
+        report = self.report(notes, include_identifiers=include_identifiers)
+        return {"pdf": render_pdf(report), "json": report_json(report).encode("utf-8")}
+
+    def dicom_report(self, index: int, notes: Sequence[str], *, include_identifiers: bool = False) -> bytes:
+        """A DICOM Encapsulated PDF of query ``index`` filed into that scan's study (carries identifiers)."""
+        report = self.report(notes, include_identifiers=include_identifiers, only=index)
+        return render_dicom(report, self.outcomes[index].data)
+
+
+def _is_zip(name: str, data: bytes) -> bool:
+    return name.lower().endswith(".zip") or data[:4] == b"PK\x03\x04"
+
+
+def _reason(exc: MedfewError) -> str:
+    """The error's reason without the file name (the caller puts the upload's name in front)."""
+    return getattr(exc, "reason", None) or str(exc)

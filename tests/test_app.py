@@ -1,0 +1,217 @@
+"""The clinician app through ``streamlit.testing.v1.AppTest``: the whole flow and its error paths.
+
+The app runs for real (default model, real scans from the rare chest X-ray folder and real DICOMs);
+only the browser is simulated. ``tests/test_app_browser.py`` drives a real browser.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pydicom import dcmread
+from streamlit.testing.v1 import AppTest
+from synthetic import FAKE_PATIENT_ID, FAKE_PATIENT_NAME, dicom_dataset
+from test_reporting import pdf_text
+
+APP = Path(__file__).resolve().parents[1] / "apps" / "clinician" / "app.py"
+RARE = "covid_chestxray_ieee8023_rare"
+CLASSES = ("Pneumocystis", "Streptococcus")
+
+
+def scans(data_root: Path, label: str, count: int, start: int = 0) -> list[tuple[str, bytes, str]]:
+    files = sorted(p for p in (data_root / RARE / label).iterdir() if not p.name.startswith("."))
+    return [(f.name, f.read_bytes(), "image/jpeg") for f in files[start:start + count]]
+
+
+def synthetic_dicom() -> bytes:
+    """A CR scan carrying the fake patient's name and id (in memory)."""
+    rng = np.random.default_rng(0)
+    ds = dicom_dataset(rng.integers(0, 4096, (64, 64), dtype=np.uint16), modality="CR", bits_stored=12,
+                       StudyInstanceUID="1.2.826.0.1.3680043.8.498.1")
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+class Clinician:
+    """What a user does on the page, one call per action."""
+
+    def __init__(self) -> None:
+        self.at = AppTest.from_file(str(APP), default_timeout=120).run()
+        assert not self.at.exception, self.at.exception
+
+    def run(self) -> Clinician:
+        self.at.run()
+        assert not self.at.exception, self.at.exception
+        return self
+
+    def add_class(self, name: str) -> Clinician:
+        self.at.text_input(key="new_class").input(name)
+        self.at.button(key="add_class").click()
+        return self.run()
+
+    def upload_support(self, files: list[tuple[str, bytes, str]], label: str | None = None) -> Clinician:
+        if label is not None:
+            self.at.selectbox(key="upload_label").select(label)
+        self.uploader("Scans: DICOM").set_value(files)
+        self.run()
+        self.at.button(key="add_support").click()
+        return self.run()
+
+    def uploader(self, label_start: str):
+        return next(u for u in self.at.get("file_uploader") if u.label.startswith(label_start))
+
+    def adapt(self) -> Clinician:
+        self.at.button(key="adapt").click()
+        return self.run()
+
+    def diagnose(self, files: list[tuple[str, bytes, str]]) -> Clinician:
+        self.uploader("Scans to diagnose").set_value(files)
+        self.run()
+        self.at.button(key="diagnose").click()
+        return self.run()
+
+    def texts(self, kind: str) -> list[str]:
+        return [element.value for element in getattr(self.at, kind)]
+
+    def counts(self) -> list[str]:
+        return [m for m in self.texts("markdown") if m.startswith("**") and m.endswith(("scan", "scans"))]
+
+    def report(self) -> dict[str, bytes]:
+        return self.at.session_state["report_files"][1]
+
+
+@pytest.fixture
+def labelled(data_root: Path) -> Clinician:
+    """Two classes with three real chest X-rays each, adapted."""
+    user = Clinician()
+    for name in CLASSES:
+        user.add_class(name)
+    for name in CLASSES:
+        user.upload_support(scans(data_root, name, 3), name)
+    return user.adapt()
+
+
+def test_flow_upload_label_adapt_diagnose_report(labelled: Clinician, data_root: Path) -> None:
+    user = labelled
+    assert user.counts() == ["**Pneumocystis**: 3 scans", "**Streptococcus**: 3 scans"]
+    assert any(s.startswith("Adapted to 2 classes from 6 scans") for s in user.texts("success"))
+    assert any("Leave-one-out" in m and "of 6 support scans" in m for m in user.texts("markdown"))
+    query = scans(data_root, "Pneumocystis", 1, start=5)
+    user.diagnose(query + [("query.dcm", synthetic_dicom(), "application/dicom")])
+    titles = [s for s in user.texts("subheader") if ": " in s]
+    assert [t.split(":")[0] for t in titles] == [query[0][0], "query.dcm"]
+    assert all(t.split(": ")[1].split(" (")[0] in CLASSES for t in titles)
+    assert len(user.at.get("vega_lite_chart")) == 2  # one probability chart per scan
+    assert any("unreliable for localising" in c for c in user.texts("caption"))
+    labels = [b.label for b in user.at.get("download_button")]
+    assert labels == ["Download PDF report", "Download JSON report", "Download DICOM report (query.dcm)"]
+
+    user.at.text_area(key=user.at.text_area[1].key).input("Reviewed; CT advised")
+    user.run()
+    files = user.report()
+    text = pdf_text(files["pdf"])
+    assert "RESEARCH USE ONLY" in text and "Reviewed; CT advised" in text and "Pneumocystis" in text
+    report = json.loads(files["json"])
+    assert [q["prediction"] for q in report["queries"]] == [t.split(": ")[1].split(" (")[0] for t in titles]
+    assert report["support"]["counts"] == {"Pneumocystis": 3, "Streptococcus": 3}
+    for forbidden in (FAKE_PATIENT_NAME, FAKE_PATIENT_ID, query[0][0], "query.dcm"):
+        assert forbidden not in text and forbidden not in files["json"].decode()
+
+    user.at.checkbox(key="include_identifiers").check()
+    user.run()
+    files = user.report()
+    assert FAKE_PATIENT_NAME in pdf_text(files["pdf"]) and FAKE_PATIENT_ID in files["json"].decode()
+    assert any("include patient identifiers" in w for w in user.texts("warning"))
+
+
+def test_dicom_report_files_into_the_query_study(labelled: Clinician) -> None:
+    labelled.diagnose([("query.dcm", synthetic_dicom(), "application/dicom")])
+    workspace = labelled.at.session_state["workspace"]
+    ds = dcmread(io.BytesIO(workspace.dicom_report(0, [""])))
+    assert ds.Modality == "DOC" and ds.MIMETypeOfEncapsulatedDocument == "application/pdf"
+    assert ds.StudyInstanceUID == "1.2.826.0.1.3680043.8.498.1"
+    assert str(ds.PatientName) == FAKE_PATIENT_NAME and ds.PatientID == FAKE_PATIENT_ID
+
+
+def test_bad_uploads_are_named_and_the_rest_is_kept(data_root: Path) -> None:
+    user = Clinician().add_class("Pneumocystis")
+    good = scans(data_root, "Pneumocystis", 2)
+    bad = [("notes.png", b"not an image at all", "image/png"), ("empty.dcm", b"", "application/dicom")]
+    user.upload_support([good[0], *bad, good[1]], "Pneumocystis")
+    errors = user.texts("error")
+    assert len(errors) == 2
+    assert errors[0].startswith("notes.png: ") and "not a recognised image format" in errors[0]
+    assert errors[1].startswith("empty.dcm: ")
+    assert user.counts() == ["**Pneumocystis**: 2 scans"]
+
+
+def test_adapt_explains_why_it_is_disabled(data_root: Path) -> None:
+    user = Clinician()
+    assert user.at.button(key="adapt").disabled
+    assert any("define at least two classes (now 0)" in i for i in user.texts("info"))
+    user.add_class("Pneumocystis").add_class("Streptococcus")
+    user.upload_support(scans(data_root, "Pneumocystis", 1), "Pneumocystis")
+    assert user.at.button(key="adapt").disabled
+    assert any("add scans to 'Streptococcus'" in i for i in user.texts("info"))
+    assert user.at.button(key="diagnose").disabled
+    user.add_class("   ")
+    assert any("non-empty string" in e for e in user.texts("error"))
+
+
+def test_zip_of_class_folders_relabel_and_remove(data_root: Path) -> None:
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as z:
+        for label in CLASSES:
+            for name, data, _ in scans(data_root, label, 2):
+                z.writestr(f"cases/{label}/{name}", data)
+        z.writestr("readme.txt", b"top-level file")
+        z.writestr("__MACOSX/cases/._x.jpg", b"metadata")
+    user = Clinician().upload_support([("cases.zip", archive.getvalue(), "application/zip")])
+    assert user.counts() == ["**Pneumocystis**: 2 scans", "**Streptococcus**: 2 scans"]
+    assert [e for e in user.texts("error")] == ["cases.zip/readme.txt: is not inside a class folder (use <class>/<file>)"]
+    workspace = user.at.session_state["workspace"]
+    first, second = workspace.views[0].id, workspace.views[1].id
+    user.at.selectbox(key=f"relabel_{first}").select("Streptococcus")
+    user.run()
+    assert user.counts() == ["**Pneumocystis**: 1 scan", "**Streptococcus**: 3 scans"]
+    user.at.button(key=f"remove_{second}").click()
+    user.run()
+    assert user.counts() == ["**Pneumocystis**: 0 scans", "**Streptococcus**: 3 scans"]
+    assert user.at.button(key="adapt").disabled
+
+
+def test_support_change_invalidates_the_adapted_model(labelled: Clinician, data_root: Path) -> None:
+    user = labelled
+    user.diagnose(scans(data_root, "Streptococcus", 1, start=4))
+    assert user.at.get("download_button")
+    user.upload_support(scans(data_root, "Pneumocystis", 1, start=6), "Pneumocystis")
+    assert any("changed since the last Adapt" in w for w in user.texts("warning"))
+    assert user.at.button(key="diagnose").disabled and not user.at.get("download_button")
+
+
+def test_unknown_checkpoint_is_an_error_not_a_crash(tmp_path: Path) -> None:
+    user = Clinician()
+    user.at.radio(key="model_choice").set_value("Checkpoint on this server")
+    user.run()
+    user.at.text_input(key="checkpoint_path").input(str(tmp_path / "missing"))
+    user.run()
+    assert any(e.startswith("Cannot load the model: ") and "missing" in e for e in user.texts("error"))
+    pickled = tmp_path / "model.pt"
+    pickled.write_bytes(b"\x80\x04pickle")
+    user.at.text_input(key="checkpoint_path").input(str(pickled))
+    user.run()
+    assert any("Cannot load the model" in e and "model.pt" in e for e in user.texts("error"))
+
+
+def test_sessions_share_nothing_but_the_model(labelled: Clinician) -> None:
+    other = Clinician()
+    assert other.counts() == [] and "workspace" in other.at.session_state
+    mine, theirs = labelled.at.session_state["workspace"], other.at.session_state["workspace"]
+    assert mine.session is not theirs.session and mine.session.method is not theirs.session.method
+    assert theirs.views == [] and not theirs.is_adapted
