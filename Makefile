@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.medfew-installed
 PYTEST_ARGS ?=
 
-.PHONY: setup test test-fast app benchmark clean-venv
+.PHONY: setup test test-fast app screenshots benchmark clean-venv bench-env
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,8 +25,18 @@ test: $(STAMP)  ## the whole test suite
 test-fast: $(STAMP)  ## unit tests only (no slow integration runs, no browser)
 	$(BIN)/python -m pytest -m "not slow and not browser" $(PYTEST_ARGS)
 
+app: $(STAMP)  ## serve the clinician app on http://127.0.0.1:8501 with the default model
+	$(BIN)/python -m streamlit run apps/clinician/app.py --server.address 127.0.0.1 --server.port 8501 \
+		--server.headless true --browser.gatherUsageStats false
+
+screenshots: $(STAMP)  ## re-take docs/screenshots/*.png by running the browser test (needs /usr/bin/chromium)
+	MEDFEW_SCREENSHOTS=docs/screenshots $(BIN)/python -m pytest tests/test_app_browser.py -q
+
 benchmark: $(STAMP)  ## print sampler throughput (episodes per second)
 	$(BIN)/python benchmarks/sampler_speed.py
+
+bench-env:  ## create .venv-bench (torch 2.14.1 + torchvision, medfew, learn2learn, higher, easyfsl)
+	PYTHON=$(PYTHON) bash benchmarks/peers/make_env.sh
 
 clean-venv:
 	rm -rf $(VENV)

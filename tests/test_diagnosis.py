@@ -154,10 +154,10 @@ def test_distance_reference_flags_far_points_and_handles_single_scans() -> None:
     flags = ref.is_outlier(torch.tensor([[0.0, 1.5], [5.0, 1.0], [10.0, 8.0]]))
     assert flags.tolist() == [False, True, True]
     single = DistanceReference.fit(torch.tensor([[0.0, 0.0], [6.0, 8.0]]), torch.tensor([0, 1]), 2)
-    assert single.radius == pytest.approx(5.0)  # half the distance between the two class means
+    assert single.radius == pytest.approx(10.0)  # the distance between the two class means
 
 
-@pytest.mark.parametrize("method", ["matchingnet", "fomaml"])
+@pytest.mark.parametrize("method", ["matchingnet", "fomaml", "maml", "reptile"])
 def test_other_methods_diagnose_with_saliency(method: str) -> None:
     model = build_method(method, build_backbone("conv4", in_channels=3, image_size=SIZE, hidden=8))
     session = DiagnosisSession.from_method(model, Preprocessing(SIZE, 3, "zscore"))
@@ -171,6 +171,11 @@ def test_other_methods_diagnose_with_saliency(method: str) -> None:
     assert pred.saliency is not None and pred.saliency.shape == (SIZE, SIZE)
     assert 0.0 <= pred.saliency.min() <= pred.saliency.max() <= 1.0
     assert pred.ood_distance is not None and isinstance(pred.out_of_distribution, bool)
+    hooked = [name for name, sub in session.method.named_modules() if sub._forward_hooks or sub._backward_hooks]
+    assert hooked == []  # Grad-CAM's hooks live for one call only
+    assert session.leave_one_out().total == 4  # adapting again after a saliency map works (torch.func.grad)
+    again = session.diagnose(stripes(FINE, rng))
+    assert again.saliency is not None and again.saliency.shape == (SIZE, SIZE)
 
 
 # ---------------------------------------------------------------------- support-set editing

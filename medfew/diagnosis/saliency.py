@@ -10,6 +10,9 @@ same modules, so the hooks fire for them too.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import numpy as np
 import torch
 from monai.visualize import GradCAM
@@ -63,8 +66,30 @@ def _min_max(maps: torch.Tensor) -> torch.Tensor:
     return torch.where(span > 0, (maps.detach() - low) / span.clamp_min(1e-12), torch.zeros_like(maps))
 
 
+@contextlib.contextmanager
+def _hooks_removed_after(module: nn.Module) -> Iterator[None]:
+    """Remove every forward/backward hook added to ``module``'s submodules inside the block.
+
+    MONAI's ``GradCAM`` hooks the target layer for good (it keeps no handles). A full backward hook left
+    on the backbone breaks ``torch.func.grad`` (the MAML family's inner loop) and fires on every later
+    forward, so the hooks must only live for one saliency call.
+    """
+    before = {name: (set(sub._forward_hooks), set(sub._backward_hooks)) for name, sub in module.named_modules()}
+    try:
+        yield
+    finally:
+        for name, sub in module.named_modules():
+            forward, backward = before.get(name, (set(), set()))
+            for key in set(sub._forward_hooks) - forward:
+                del sub._forward_hooks[key]
+            for key in set(sub._backward_hooks) - backward:
+                del sub._backward_hooks[key]
+            if not sub._backward_hooks:
+                sub._is_full_backward_hook = None
+
+
 class SaliencyMapper:
-    """Grad-CAM maps of an adapted model, one MONAI ``GradCAM`` (one set of hooks) per backbone.
+    """Grad-CAM maps of an adapted model through MONAI's ``GradCAM``, hooks attached for one call at a time.
 
     Args:
         backbone: The method's backbone; its last ``Conv2d`` is the target layer.
@@ -73,8 +98,6 @@ class SaliencyMapper:
     def __init__(self, backbone: nn.Module) -> None:
         self.module = AdaptedLogits(backbone)
         self.target_layer = last_conv_layer(backbone, prefix="backbone.")
-        # MONAI's default normaliser maps max -> 0; ours maps the most influential region to 1.
-        self._cam = GradCAM(nn_module=self.module, target_layers=self.target_layer, postprocessing=_min_max)
 
     def __call__(self, adapted: AdaptedModel, image: torch.Tensor, class_index: int) -> np.ndarray:
         """Grad-CAM of one normalised model input for one class.
@@ -90,9 +113,11 @@ class SaliencyMapper:
         x = (image if image.ndim == 4 else image.unsqueeze(0)).detach().clone().requires_grad_(True)
         self.module.adapted = adapted
         try:
-            with torch.enable_grad():
-                cam = self._cam(x, class_idx=int(class_index))
+            with _hooks_removed_after(self.module), torch.enable_grad():
+                # MONAI's default normaliser maps max -> 0; ours maps the most influential region to 1.
+                cam = GradCAM(nn_module=self.module, target_layers=self.target_layer, postprocessing=_min_max)
+                maps = cam(x, class_idx=int(class_index))
         finally:
             self.module.adapted = None
             self.module.zero_grad(set_to_none=True)
-        return cam[0, 0].detach().cpu().numpy().astype(np.float32).clip(0.0, 1.0)
+        return maps[0, 0].detach().cpu().numpy().astype(np.float32).clip(0.0, 1.0)
