@@ -215,3 +215,14 @@ def test_sessions_share_nothing_but_the_model(labelled: Clinician) -> None:
     mine, theirs = labelled.at.session_state["workspace"], other.at.session_state["workspace"]
     assert mine.session is not theirs.session and mine.session.method is not theirs.session.method
     assert theirs.views == [] and not theirs.is_adapted
+
+
+def test_changing_a_flag_setting_keeps_the_support_set(labelled: Clinician) -> None:
+    user = labelled
+    before = user.at.session_state["workspace"].session
+    user.at.slider(key="ood_factor").set_value(2.0)
+    user.run()
+    workspace = user.at.session_state["workspace"]
+    assert workspace.session is not before and workspace.session.ood_factor == 2.0
+    assert user.counts() == ["**Pneumocystis**: 3 scans", "**Streptococcus**: 3 scans"]
+    assert not workspace.is_adapted and not user.at.button(key="adapt").disabled

@@ -221,8 +221,10 @@ def test_remove_relabel_and_classes(checkpoint: Path) -> None:
 def test_leave_one_out(checkpoint: Path) -> None:
     rng = np.random.default_rng(7)
     session = stripe_session(checkpoint, rng, k=3)
-    result = session.leave_one_out()
+    calls: list[tuple[int, int]] = []
+    result = session.leave_one_out(progress=lambda done, total: calls.append((done, total)))
     assert result.total == 6 and result.correct == 6 and result.accuracy == 1.0
+    assert calls == [(i, 6) for i in range(1, 7)]
     assert result.per_class == {"fine": 1.0, "coarse": 1.0}
     # a mislabelled scan is caught: predicted from the others as what it really is
     session.relabel_support(0, "coarse")  # a fine-stripe scan now labelled coarse

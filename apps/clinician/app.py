@@ -176,11 +176,16 @@ def adapt_step(workspace: Workspace) -> None:
         method = workspace.session.method
         steps = getattr(method, "test_inner_steps", None) or getattr(method, "inner_steps", None)
         what = f"{steps} gradient steps" if steps else "class prototypes"
-        with st.spinner(f"Adapting {method.name} to {len(workspace.views)} scans ({what})..."):
-            try:
-                workspace.adapt()
-            except MedfewError as exc:
-                st.error(f"Adapt failed: {exc}")
+        bar = st.progress(0.0, text=f"Adapting {method.name} to {len(workspace.views)} scans ({what})...")
+
+        def progress(done: int, total: int) -> None:
+            bar.progress(done / total, text=f"Leave-one-out check of the support set: {done} of {total} scans")
+
+        try:
+            workspace.adapt(progress)
+        except MedfewError as exc:
+            st.error(f"Adapt failed: {exc}")
+        bar.empty()
     if workspace.is_adapted:
         counts = workspace.session.support_counts()
         st.success(f"Adapted to {len(counts)} classes from {sum(counts.values())} scans "

@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import itertools
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from medfew.diagnosis import (
@@ -228,14 +228,19 @@ class Workspace:
         """Whether the model is adapted to the current support set."""
         return self.session.is_adapted
 
-    def adapt(self) -> None:
-        """The method's own adapt, then leave-one-out when every class has two or more scans."""
+    def adapt(self, progress: Callable[[int, int], None] | None = None) -> None:
+        """The method's own adapt, then leave-one-out when every class has two or more scans.
+
+        Args:
+            progress: ``progress(done, total)`` during leave-one-out (one adapt per support scan).
+        """
         start = time.perf_counter()
         self.session.adapt()
         self.adapt_seconds = time.perf_counter() - start
         self._support_changed()
         counts = self.session.support_counts()
-        self.leave_one_out = self.session.leave_one_out() if min(counts.values()) >= 2 else None
+        if min(counts.values()) >= 2:
+            self.leave_one_out = self.session.leave_one_out(progress)
 
     # ---------------------------------------------------------------- diagnose
     def diagnose(self, files: Sequence[Upload], *, window: str | None = None) -> list[str]:

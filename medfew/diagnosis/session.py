@@ -17,6 +17,7 @@ for the *uncertain* and *out of distribution* rules and :mod:`medfew.diagnosis.s
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -283,8 +284,12 @@ class DiagnosisSession:
             dicom=loaded.dicom,
         )
 
-    def leave_one_out(self) -> LeaveOneOutResult:
+    def leave_one_out(self, progress: Callable[[int, int], None] | None = None) -> LeaveOneOutResult:
         """Predict each support scan from the others (the method's ``adapt`` on the rest).
+
+        Args:
+            progress: Called as ``progress(done, total)`` after each left-out scan (one ``adapt`` each:
+                slow for the MAML family, so a screen can show how far it is).
 
         Raises:
             SupportSetError: A class with fewer than two scans (its scan could not be left out),
@@ -305,6 +310,8 @@ class DiagnosisSession:
             with torch.no_grad():
                 logits = model.predict(self._normalize(scan.model_input.unsqueeze(0)))
             hits[scan.label] += int(self._classes[int(logits.argmax())] == scan.label)
+            if progress is not None:
+                progress(i + 1, len(self._scans))
         correct = sum(hits.values())
         return LeaveOneOutResult(
             accuracy=correct / len(self._scans),

@@ -46,6 +46,10 @@ class UploadProblem:
         return f"{self.name}: {self.reason}"
 
 
+def _size(n: int) -> str:
+    return f"{n / 2**20:.0f} MiB" if n >= 2**20 else f"{n:,} bytes"
+
+
 def _skipped(path: PurePosixPath) -> bool:
     return any(part.startswith(".") or part == "__MACOSX" for part in path.parts)
 
@@ -83,7 +87,7 @@ def expand_class_zip(
             raise ImageReadError(name, f"holds {len(members)} files; at most {max_files} are accepted")
         total = sum(m.file_size for m in members)
         if total > max_bytes:
-            raise ImageReadError(name, f"unpacks to {total / 2**20:.0f} MiB; at most {max_bytes / 2**20:.0f} MiB")
+            raise ImageReadError(name, f"unpacks to {_size(total)}; at most {_size(max_bytes)} are accepted")
         uploads: list[LabelledUpload] = []
         problems: list[UploadProblem] = []
         for member in members:
@@ -94,7 +98,8 @@ def expand_class_zip(
             elif member.flag_bits & 0x1:
                 problems.append(UploadProblem(where, "is encrypted"))
             elif member.file_size > max_member_bytes:
-                problems.append(UploadProblem(where, f"is {member.file_size / 2**20:.0f} MiB, over the per-file limit"))
+                problems.append(UploadProblem(where, f"is {_size(member.file_size)}, over the per-file limit of "
+                                                           f"{_size(max_member_bytes)}"))
             else:
                 try:
                     content = archive.read(member)
