@@ -1,14 +1,18 @@
-"""Meta-training episodes per second for each method (Conv4, 28x28x3, 5-way 5-shot 15-query).
+"""Meta-training speed per method (Conv4, 28x28x3, 5-way 5-shot 15-query), and vmap vs per-task loop.
 
     python benchmarks/train_speed.py [--steps 10] [--meta-batch 4] [--methods protonet maml ...]
+                                     [--device cpu|cuda] [--channels-last] [--compile]
 
-Synthetic episodes of the real shape, so only the method is timed; prints one line per method.
-A figure, not a test (no thresholds).
+Synthetic episodes of the real shape, so only the method is timed. Prints one line per method; for
+the gradient-based methods it times the vectorised path (``vectorize=True``, the default) and the
+forced per-task loop (``vectorize=False``) alternately in one run, so their ratio holds on a noisy
+machine. A figure, not a test (no thresholds).
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
 
 import torch
@@ -16,6 +20,9 @@ import torch
 from medfew.data.episode import Episode
 from medfew.methods import build_method, list_methods
 from medfew.models import build_backbone
+from medfew.training.device import move_episode
+
+VECTORISABLE = ("maml", "fomaml", "metasgd", "reptile")
 
 
 def episode(ways: int, shots: int, queries: int, size: int, seed: int) -> Episode:
@@ -30,34 +37,79 @@ def episode(ways: int, shots: int, queries: int, size: int, seed: int) -> Episod
     )
 
 
+def build(name: str, args: argparse.Namespace, **options) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
+    torch.manual_seed(0)
+    backbone = build_backbone("conv4", in_channels=3, image_size=args.size)
+    extra = {"num_classes": 5} if name == "baseline" else {}
+    if name in VECTORISABLE:
+        extra["inner_steps"] = args.inner_steps
+    method = build_method(name, backbone, **extra, **options).train().to(args.device)
+    if args.channels_last:
+        method.to(memory_format=torch.channels_last)
+    return method, torch.optim.Adam(method.parameters(), lr=1e-3)
+
+
+def one_step(method, optimizer, batch, device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    optimizer.zero_grad(set_to_none=True)
+    method.training_step(batch)
+    optimizer.step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - t0
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--meta-batch", type=int, default=4)
+    parser.add_argument("--inner-steps", type=int, default=5)
     parser.add_argument("--size", type=int, default=28)
     parser.add_argument("--methods", nargs="+", default=list_methods())
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--channels-last", action="store_true")
+    parser.add_argument("--compile", action="store_true", help="also time torch.compile of the backbone")
     args = parser.parse_args()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, Conv4 {args.size}x{args.size}x3, "
-          f"5-way 5-shot 15-query, meta-batch {args.meta_batch}")
-    print(f"{'method':<12} {'s/step':>8} {'episodes/s':>11}")
+    device = torch.device(args.device)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {device}, Conv4 {args.size}x{args.size}x3, "
+          f"5-way 5-shot 15-query, meta-batch {args.meta_batch}, {args.inner_steps} inner steps"
+          f"{', channels-last' if args.channels_last else ''}")
+    batches = [[move_episode(episode(5, 5, 15, args.size, s * args.meta_batch + b), device,
+                             channels_last=args.channels_last) for b in range(args.meta_batch)]
+               for s in range(args.steps + 1)]
+    print(f"{'method':<12} {'s/step':>8} {'episodes/s':>11} {'loop s/step':>12} {'vmap speed-up':>14}")
     for name in args.methods:
-        backbone = build_backbone("conv4", in_channels=3, image_size=args.size)
-        extra = {"num_classes": 5} if name == "baseline" else {}
-        method = build_method(name, backbone, **extra).train()
-        optimizer = torch.optim.Adam(method.parameters(), lr=1e-3)
-        batches = [[episode(5, 5, 15, args.size, s * args.meta_batch + b) for b in range(args.meta_batch)]
-                   for s in range(args.steps + 1)]
-        times = []
-        for step, batch in enumerate(batches):
-            t0 = time.perf_counter()
-            optimizer.zero_grad(set_to_none=True)
-            method.training_step(batch)
-            optimizer.step()
-            if step:  # the first step is warm-up
-                times.append(time.perf_counter() - t0)
-        times.sort()
-        median = times[len(times) // 2]
-        print(f"{name:<12} {median:>8.3f} {args.meta_batch / median:>11.1f}", flush=True)
+        variants = {"vmap": {"vectorize": True}, "loop": {"vectorize": False}} if name in VECTORISABLE else {"": {}}
+        if args.compile:
+            variants["compiled"] = {}
+        runs = {}
+        for label, options in variants.items():
+            method, optimizer = build(name, args, **options)
+            if label == "compiled":
+                method.backbone = torch.compile(method.backbone)
+            runs[label] = (method, optimizer, [])
+        for step, batch in enumerate(batches):  # alternate the variants step by step
+            for label, (method, optimizer, times) in list(runs.items()):
+                try:
+                    elapsed = one_step(method, optimizer, batch, device)
+                except Exception as exc:  # torch.compile under torch.func transforms may refuse
+                    if label != "compiled":
+                        raise
+                    print(f"{name:<12} torch.compile failed: {type(exc).__name__}: {str(exc)[:200]}")
+                    del runs[label]
+                    continue
+                if step:  # the first step is warm-up (and compilation)
+                    times.append(elapsed)
+        median = {label: statistics.median(times) for label, (_, _, times) in runs.items()}
+        main_label = "vmap" if "vmap" in median else ""
+        line = f"{name:<12} {median[main_label]:>8.3f} {args.meta_batch / median[main_label]:>11.1f}"
+        if "loop" in median:
+            line += f" {median['loop']:>12.3f} {median['loop'] / median['vmap']:>13.2f}x"
+        if "compiled" in median:
+            line += f"   compiled {median['compiled']:.3f} s/step ({median[main_label] / median['compiled']:.2f}x)"
+        print(line, flush=True)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@
     medfew data inspect PATH [--json]
     medfew data fetch NAME... [--size 28|64|128|224]
     medfew train --config FILE [--set section.key=value ...] [--out RUN_DIR]
+    torchrun --nproc_per_node N -m medfew train ...      (data-parallel; rank 0 writes RUN_DIR)
     medfew evaluate --checkpoint RUN_DIR|FILE|default (--folder DIR | --manifest FILE | --dataset NAME) ...
     medfew diagnose --checkpoint default|PATH --support DIR --query FILE... [--report FILE.pdf] [--json]
 
@@ -99,19 +100,31 @@ def _cmd_train(args: argparse.Namespace) -> int:
     import yaml
 
     from medfew.experiment import run_training
+    from medfew.training.distributed import context_from_env
 
     config = read_config_file(args.config, args.set or [])
     if args.device:
         from medfew.config import apply_overrides, load_config
 
         config = load_config(apply_overrides(config.to_dict(), {"train.device": args.device}))
+    main = context_from_env().is_main  # under torchrun, rank 0 alone writes and prints
     out = Path(args.out or Path("runs") / Path(args.config).stem)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False), encoding="utf-8")
-    result = run_training(config, data_root=args.data_root, run_dir=out, resume=not args.restart, progress=not args.quiet)
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False), encoding="utf-8")
+    try:
+        result = run_training(config, data_root=args.data_root, run_dir=out, resume=not args.restart,
+                              progress=not args.quiet, channels_last=args.channels_last,
+                              device_episodes=args.device_episodes)
+    finally:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():  # joined by run_training under torchrun
+            dist.destroy_process_group()
     summary = {"run_dir": str(out), "steps": result.steps_done, "best_val_accuracy": result.best_metric,
                "best_step": result.best_step, "last_train": result.last_train}
-    print(json.dumps(summary, indent=2))
+    if main:
+        print(json.dumps(summary, indent=2))
     return 0
 
 
@@ -210,6 +223,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None)
     p.add_argument("--restart", action="store_true", help="start afresh instead of resuming the run directory")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--channels-last", action="store_true", help="channels-last weights and images (GPU)")
+    p.add_argument("--device-episodes", choices=["auto", "on", "off"], default="auto",
+                   help="build training episodes on the GPU (auto: when the pools fit in a quarter of its free memory)")
     data_root(p)
     p.set_defaults(func=_cmd_train)
 

@@ -13,6 +13,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from medfew.config import ExperimentConfig
 from medfew.data.pools import load_pool, load_pools
 from medfew.data.sampler import EpisodeSampler
@@ -23,6 +25,8 @@ from medfew.methods import build_method
 from medfew.methods.base import FewShotMethod
 from medfew.models import build_backbone
 from medfew.training.checkpoint import Preprocessing, load_checkpoint
+from medfew.training.device import episodes_on_device, resolve_device
+from medfew.training.distributed import init_distributed, rank_device
 from medfew.training.loop import FitResult, fit
 
 VAL_SEED_OFFSET = 1_000_003
@@ -62,9 +66,31 @@ def run_training(
     resume: bool = True,
     until_step: int | None = None,
     progress: bool = True,
+    channels_last: bool = False,
+    device_episodes: str = "auto",
 ) -> FitResult:
-    """Meta-train the configured method on ``data.train``, validating on ``data.val``."""
+    """Meta-train the configured method on ``data.train``, validating on ``data.val``.
+
+    Launched by ``torchrun``, every process joins the process group, trains on its share of each
+    meta-batch, and rank 0 alone validates and writes ``run_dir`` (:mod:`medfew.training.distributed`).
+
+    Args:
+        config: The validated experiment.
+        data_root: Where the datasets live (``None``: ``$MEDFEW_DATA_ROOT``).
+        run_dir: Output directory (see :func:`~medfew.training.loop.fit`).
+        resume: Continue a run directory that holds a training state.
+        until_step: Stop after this step.
+        progress: Progress bars (rank 0).
+        channels_last: Channels-last weights and images (GPU option).
+        device_episodes: Build training episodes on the GPU: ``"auto"`` (when the training pools
+            take at most a quarter of its free memory), ``"on"`` or ``"off"``; on the CPU episodes
+            are page-locked instead when training on CUDA.
+    """
     data, ep, train = config.data, config.episode, config.train
+    device = resolve_device(train.device)
+    ctx = init_distributed(device)
+    device = rank_device(device, ctx)
+    progress = progress and ctx.is_main
     pool_args = dict(data_root=data_root, image_size=data.image_size, channels=data.channels, progress=progress)
     train_pools = load_pools(list(data.train), split=data.train_split, **pool_args)
     val_pools = load_pools(list(data.val), split=data.val_split, **pool_args) if data.val else []
@@ -72,10 +98,13 @@ def run_training(
     sampler_args = dict(ways=ep.ways, shots=ep.shots, queries=ep.queries, too_few="skip",
                         allow_fewer_ways=data.allow_fewer_ways, mix_domains=data.mix_domains, normalize=normalize)
     augment = None if data.augment == "none" else build_augmentation(data.augment, seed=train.seed)
-    train_sampler = EpisodeSampler(train_pools, seed=train.seed, augment=augment, **sampler_args)
+    on_device = episodes_on_device(device_episodes, train_pools, device)
+    train_sampler = EpisodeSampler(train_pools, seed=train.seed, augment=augment, device=device if on_device else None,
+                                   pin_memory=device.type == "cuda" and not on_device, **sampler_args)
+    torch.manual_seed(train.seed)  # the initial weights are part of the experiment (and equal on every rank)
     method, backbone_config = build_model(config, num_classes=len(train_sampler.class_vocabulary))
     validate = None
-    if val_pools:
+    if val_pools and ctx.is_main:
         val_sampler = EpisodeSampler(val_pools, seed=train.seed + VAL_SEED_OFFSET, **sampler_args)
 
         def validate(m: FewShotMethod) -> dict[str, Any]:
@@ -92,7 +121,8 @@ def run_training(
         config=config.to_dict(),
     )
     return fit(method, train_sampler, settings=train, run_dir=run_dir, checkpoint_meta=meta,
-               validate=validate, resume=resume, until_step=until_step, progress=progress)
+               validate=validate, resume=resume, until_step=until_step, progress=progress, dist_ctx=ctx,
+               channels_last=channels_last)
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ distributed training trivial (each rank takes its own indices).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -126,6 +127,11 @@ class EpisodeSampler:
         normalize: Applied to every episode batch ``(B, C, H, W)`` after augmentation (e.g. z-score).
         augment: Training-time augmentation of ``(B, C, H, W)`` float batches in ``[0, 1]``; ``None``
             at evaluation. If it has ``set_random_state(seed)`` it is reseeded per episode.
+        device: Hold the pools' images on this device (copied once) and gather, augment and
+            normalise episode images there; labels stay on the CPU, where the episode is validated
+            without a device sync. ``None`` keeps everything on the CPU.
+        pin_memory: Return episodes whose CPU tensors are in page-locked memory, so that
+            ``episode.to("cuda", non_blocking=True)`` overlaps the copy with compute (needs CUDA).
 
     Raises:
         NotEnoughImagesError: A class is too small (policy ``"error"``) or no pool can give ``ways``
@@ -146,6 +152,8 @@ class EpisodeSampler:
         mix_domains: bool = False,
         normalize: Normalize | None = None,
         augment: Augment | None = None,
+        device: torch.device | str | None = None,
+        pin_memory: bool = False,
     ) -> None:
         if not pools:
             raise EpisodeError("EpisodeSampler needs at least one pool")
@@ -156,6 +164,12 @@ class EpisodeSampler:
         shapes = {p.image_shape for p in pools}
         if len(shapes) > 1:
             raise EpisodeError(f"pools differ in image shape: { {p.name: p.image_shape for p in pools} }")
+        if pin_memory and not torch.cuda.is_available():
+            raise EpisodeError("pin_memory=True needs CUDA (page-locked memory only helps host-to-GPU copies)")
+        self.device = None if device is None else torch.device(device)
+        self.pin_memory = pin_memory
+        if self.device is not None:
+            pools = [dataclasses.replace(p, images=p.images.to(self.device)) for p in pools]
         self.pools = tuple(pools)
         self.ways, self.shots, self.queries, self.seed = ways, shots, queries, seed
         self.mix_domains = mix_domains
@@ -261,15 +275,20 @@ class EpisodeSampler:
         query_labels = [label for label, (_, idx) in enumerate(plan.query) for _ in range(len(idx))]
         n_support = len(support_labels)
         sources = set(plan.sources)
+        pin = self._pin if self.pin_memory else _identity
         return Episode(
-            support_images=images[:n_support].contiguous(),
-            support_labels=torch.tensor(support_labels, dtype=torch.int64),
-            query_images=images[n_support:].contiguous(),
-            query_labels=torch.tensor(query_labels, dtype=torch.int64),
+            support_images=pin(images[:n_support].contiguous()),
+            support_labels=pin(torch.tensor(support_labels, dtype=torch.int64)),
+            query_images=pin(images[n_support:].contiguous()),
+            query_labels=pin(torch.tensor(query_labels, dtype=torch.int64)),
             class_names=plan.class_names,
             source=sources.pop() if len(sources) == 1 else "mixed",
-            global_class_ids=torch.tensor(plan.class_ids, dtype=torch.int64),
+            global_class_ids=pin(torch.tensor(plan.class_ids, dtype=torch.int64)),
         )
+
+    @staticmethod
+    def _pin(t: torch.Tensor) -> torch.Tensor:
+        return t.pin_memory() if t.device.type == "cpu" else t
 
     def _class_name(self, entry: _ClassIndex) -> str:
         # Mixed episodes qualify names by domain: "normal" of two datasets are different classes.
@@ -279,3 +298,7 @@ class EpisodeSampler:
         """Yield episodes ``start, ..., start + n - 1``."""
         for index in range(start, start + n):
             yield self.sample(index)
+
+
+def _identity(t: torch.Tensor) -> torch.Tensor:
+    return t

@@ -5,21 +5,33 @@ Backbones with running-statistics BatchNorm are refused: ``functional_call`` wou
 buffers in place on every inner step (and ``vmap`` refuses it), and switching them off makes
 predictions depend on the batch. Per-image norms (``norm="group"``, the backbone default) work under
 every ``torch.func`` transform and keep a query's prediction independent of its batch.
+BatchNorm without running statistics (``track_running_stats=False``) is accepted: it normalises
+with batch statistics in train and eval mode alike, and under ``vmap`` each task uses its own. Its
+second-order terms under ``vmap`` are wrong in PyTorch 2.13 (the double backward of ``batch_norm``
+batched over tasks differs from the per-task one by ~3e-2 in float64, while first order agrees to
+1e-15), so second-order MAML through a BatchNorm backbone always runs the per-task loop.
+
+Meta-training is vectorised: when the episodes of a meta-batch share one shape (the usual case),
+their inner loops run as one ``torch.func.vmap`` over the stacked tasks, and the outer ``backward``
+differentiates through all of them at once (second order stays exact). Episodes of different shapes,
+``vectorize=False`` or ``checkpoint_inner=True`` (see :mod:`medfew.methods.inner_loop`) run the
+plain per-task loop, which gives the same meta-gradients up to float rounding.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.func import functional_call
+from torch.func import functional_call, vmap
 
 from medfew.data.episode import Episode
 from medfew.errors import ConfigError
-from medfew.methods.base import AdaptedModel, FewShotMethod, support_classes
-from medfew.methods.functional import linear_logits
+from medfew.methods.base import AdaptedModel, FewShotMethod, StepOutput, support_classes
+from medfew.methods.functional import accuracy, linear_logits
 from medfew.methods.inner_loop import (
     HEAD_BIAS,
     HEAD_INITS,
@@ -29,10 +41,49 @@ from medfew.methods.inner_loop import (
     adapt_task,
     gradients_enabled,
 )
-from medfew.models.checks import check_choice, check_int, check_positive
+from medfew.models.checks import check_bool, check_choice, check_int, check_positive
 from medfew.models.norm import running_stat_norms
 
 INNER_PARAMS: tuple[str, ...] = ("all", "head")
+
+
+class TaskBatch(NamedTuple):
+    """The episodes of a meta-batch stacked along a leading task axis ``T`` (one shape for all).
+
+    Attributes:
+        support_images: ``(T, S, C, H, W)``.
+        support_labels: ``(T, S)`` int64.
+        query_images: ``(T, M, C, H, W)``.
+        query_labels: ``(T, M)`` int64.
+        ways: ``N``, the same for every task.
+    """
+
+    support_images: torch.Tensor
+    support_labels: torch.Tensor
+    query_images: torch.Tensor
+    query_labels: torch.Tensor
+    ways: int
+
+    @staticmethod
+    def stack(episodes: Sequence[Episode]) -> TaskBatch | None:
+        """Stack episodes of one shape, or return ``None`` when they differ (ways, sizes, dtype, device)."""
+        if not episodes:
+            return None
+        first = episodes[0]
+
+        def signature(e: Episode) -> tuple:
+            return (e.ways, e.support_images.shape, e.query_images.shape, e.support_images.dtype,
+                    e.query_images.dtype, e.support_images.device, e.query_images.device)
+
+        if any(signature(e) != signature(first) for e in episodes[1:]):
+            return None
+        return TaskBatch(
+            torch.stack([e.support_images for e in episodes]),
+            torch.stack([e.support_labels for e in episodes]),
+            torch.stack([e.query_images for e in episodes]),
+            torch.stack([e.query_labels for e in episodes]),
+            first.ways,
+        )
 
 
 class FunctionalClassifier(AdaptedModel):
@@ -71,6 +122,10 @@ class GradientBasedMethod(FewShotMethod):
         inner_lr: Inner-loop SGD learning rate (the initial one for Meta-SGD).
         head: Head initialisation, ``"proto"`` (Proto-MAML) or ``"zero"``; both work for any ``N``.
         inner_params: Adapt ``"all"`` parameters in the inner loop, or the ``"head"`` only.
+        vectorize: Run the inner loops of a meta-batch of one shape as one ``vmap`` (default);
+            ``False`` forces the per-task loop (same meta-gradients, for comparison and debugging).
+        checkpoint_inner: Recompute the inner steps in the outer backward instead of storing them
+            (memory of one inner step instead of ``inner_steps``); implies the per-task loop.
     """
 
     first_order: bool = True
@@ -84,8 +139,12 @@ class GradientBasedMethod(FewShotMethod):
         inner_lr: float,
         head: str,
         inner_params: str,
+        vectorize: bool = True,
+        checkpoint_inner: bool = False,
     ) -> None:
         super().__init__(backbone)
+        self.vectorize = check_bool(self.name, "vectorize", vectorize)
+        self.checkpoint_inner = check_bool(self.name, "checkpoint_inner", checkpoint_inner)
         self.inner_steps = check_int(self.name, "inner_steps", inner_steps, 0)
         if test_inner_steps is None:
             test_inner_steps = 2 * inner_steps
@@ -137,7 +196,6 @@ class GradientBasedMethod(FewShotMethod):
                 Reptile); otherwise the result is differentiable with respect to them.
         """
         params: Params = dict(self.backbone.named_parameters())
-        buffers: Params = dict(self.backbone.named_buffers())
         lrs = self.inner_lrs()
         if detach:
             params = {k: v.detach() for k, v in params.items()}
@@ -145,19 +203,8 @@ class GradientBasedMethod(FewShotMethod):
         with gradients_enabled():
             if images.is_inference() or labels.is_inference():
                 images, labels = images.clone(), labels.clone()
-            task = adapt_task(
-                self.backbone,
-                params,
-                buffers,
-                images,
-                labels,
-                n_classes,
-                steps=steps,
-                lrs=lrs,
-                first_order=first_order or detach,
-                head_init=self.head,
-                adapt_backbone=self.inner_params == "all",
-            )
+            task = self._adapt(params, lrs, images, labels, n_classes, steps=steps,
+                               first_order=first_order or detach, checkpoint=self.checkpoint_inner and not detach)
         if detach:
             task = TaskParams(
                 {k: v.detach() for k, v in task.backbone.items()},
@@ -167,6 +214,78 @@ class GradientBasedMethod(FewShotMethod):
                 task.logits.detach(),
             )
         return task
+
+    def _adapt(
+        self,
+        params: Params,
+        lrs: dict[str, float | torch.Tensor],
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        n_classes: int,
+        *,
+        steps: int,
+        first_order: bool,
+        checkpoint: bool = False,
+    ) -> TaskParams:
+        """:func:`adapt_task` with this method's backbone, buffers, head and inner-parameter settings."""
+        return adapt_task(
+            self.backbone,
+            params,
+            dict(self.backbone.named_buffers()),
+            images,
+            labels,
+            n_classes,
+            steps=steps,
+            lrs=lrs,
+            first_order=first_order,
+            head_init=self.head,
+            adapt_backbone=self.inner_params == "all",
+            checkpoint=checkpoint,
+        )
+
+    def vectorized_batch(self, episodes: Sequence[Episode]) -> TaskBatch | None:
+        """The stacked meta-batch when the vectorised path applies (``vectorize``, no checkpointing,
+        one shape, no second order through BatchNorm), else ``None`` (the per-task loop runs)."""
+        if not self.vectorize or self.checkpoint_inner or len(episodes) < 2:
+            return None
+        second_order_backbone = not self.first_order and self.inner_params == "all"
+        if second_order_backbone and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in self.backbone.modules()):
+            return None  # vmap's batch-norm double backward is wrong (module notes)
+        return TaskBatch.stack(episodes)
+
+    def batched_query_losses(self, batch: TaskBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Query losses of every task after its inner loop, as one ``vmap`` over the task axis.
+
+        Differentiable with respect to the meta-parameters exactly as :meth:`episode_loss` is (the
+        meta-parameters and Meta-SGD rates enter unbatched, so their gradients sum over the tasks).
+
+        Args:
+            batch: ``T`` stacked tasks.
+
+        Returns:
+            ``(T,)`` query cross-entropies and ``(T, M, N)`` query logits.
+        """
+        params: Params = dict(self.backbone.named_parameters())
+        buffers: Params = dict(self.backbone.named_buffers())
+        lrs = self.inner_lrs()
+
+        def task_loss(sx: torch.Tensor, sy: torch.Tensor, qx: torch.Tensor, qy: torch.Tensor):
+            task = self._adapt(params, lrs, sx, sy, batch.ways, steps=self.steps, first_order=self.first_order)
+            logits = FunctionalClassifier(self.backbone, task, buffers).predict(qx)
+            return F.cross_entropy(logits, qy), logits
+
+        with gradients_enabled():
+            return vmap(task_loss, randomness="different")(*batch[:4])
+
+    def training_step(self, episodes: Sequence[Episode]) -> StepOutput:
+        """Meta-gradients of the mean query loss into ``.grad``: one ``vmap`` over the tasks when
+        they share a shape (see :meth:`vectorized_batch`), else the per-task loop of the base class."""
+        batch = self.vectorized_batch(episodes)
+        if batch is None:
+            return super().training_step(episodes)
+        losses, logits = self.batched_query_losses(batch)
+        losses.mean().backward()
+        return StepOutput(loss=losses.detach().float().mean(), accuracy=accuracy(logits, batch.query_labels))
 
     def adapt(self, support_images: torch.Tensor, support_labels: torch.Tensor) -> FunctionalClassifier:
         """Fine-tune a copy of the parameters on the support set (``self.steps`` first-order steps)."""
@@ -199,4 +318,6 @@ class GradientBasedMethod(FewShotMethod):
             "inner_lr": self.inner_lr,
             "head": self.head,
             "inner_params": self.inner_params,
+            "vectorize": self.vectorize,
+            "checkpoint_inner": self.checkpoint_inner,
         }

@@ -13,6 +13,13 @@ backward still needs. ``torch.func.grad`` differentiates with respect to its inp
 variables, its result stays differentiable by ordinary autograd (second-order MAML: the outer
 ``backward`` sees through the inner steps and the head initialisation), and it composes with
 ``vmap``. ``first_order=True`` detaches the inner gradients (FOMAML, Reptile).
+
+``checkpoint=True`` recomputes each inner step during the outer backward instead of keeping its graph
+(``torch.utils.checkpoint``, reentrant form: the non-reentrant form relies on saved-tensor hooks, which
+``torch.func.grad`` refuses). Memory then grows with one inner step, not with ``steps``, for about one
+more forward and inner backward per step. The reentrant form is an ``autograd.Function`` without a
+``vmap`` rule, so checkpointed inner loops run task by task, and it hands gradients only to its tensor
+inputs and to leaf tensors (parameters): every non-leaf tensor a step reads is passed in explicitly.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
+from torch.utils.checkpoint import checkpoint as checkpoint_fn
 
 from medfew.methods.functional import linear_logits, proto_head, zero_head
 
@@ -84,6 +92,7 @@ def adapt_task(
     head_init: str = "proto",
     adapt_backbone: bool = True,
     grad_fn: GradFn = func_grads,
+    checkpoint: bool = False,
 ) -> TaskParams:
     """Fit a linear head (and optionally the backbone) to one task by ``steps`` of gradient descent.
 
@@ -105,6 +114,8 @@ def adapt_task(
         adapt_backbone: Adapt the backbone parameters too (``inner_params="all"``) or only the head
             (the support features are then computed once, from ``params``).
         grad_fn: Computes the inner gradients; :func:`func_grads` (the only one provided).
+        checkpoint: Recompute every inner step in the outer backward instead of storing its graph
+            (only where autograd records the loop; not under ``vmap``, see the module notes).
 
     Returns:
         The adapted :class:`TaskParams`.
@@ -121,15 +132,26 @@ def adapt_task(
     logits = linear_logits(features, weight, bias)
     loss = F.cross_entropy(logits, labels)
 
-    def loss_fn(p: Params) -> tuple[torch.Tensor, torch.Tensor]:
-        feats = embed({k: p[k] for k in params}) if adapt_backbone else features
+    def loss_fn(p: Params, feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if adapt_backbone:
+            feats = embed({k: p[k] for k in params})
         step_logits = linear_logits(feats, p[HEAD_WEIGHT], p[HEAD_BIAS])
         return F.cross_entropy(step_logits, labels), step_logits
 
+    keys = list(fast)
+
+    def step(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """``(*fast tensors in `keys` order, features) -> (*updated fast tensors, logits)``."""
+        current, feats = dict(zip(keys, tensors[:-1])), tensors[-1]
+        grads, step_logits = grad_fn(lambda p: loss_fn(p, feats), current, first_order)
+        return (*(current[k] - lrs[k] * grads[k] for k in keys), step_logits)
+
+    recompute = checkpoint and torch.is_grad_enabled() and any(v.requires_grad for v in fast.values())
     for _ in range(steps):
-        grads, logits = grad_fn(loss_fn, fast, first_order)
+        inputs = (*(fast[k] for k in keys), features)
+        out = checkpoint_fn(step, *inputs, use_reentrant=True) if recompute else step(*inputs)
+        fast, logits = dict(zip(keys, out[:-1])), out[-1]
         loss = F.cross_entropy(logits, labels)
-        fast = {k: v - lrs[k] * grads[k] for k, v in fast.items()}
     adapted = {k: fast[k] for k in params} if adapt_backbone else dict(params)
     return TaskParams(adapted, fast[HEAD_WEIGHT], fast[HEAD_BIAS], loss, logits)
 

@@ -37,6 +37,9 @@ class MAML(GradientBasedMethod):
         inner_params: ``"all"`` or ``"head"`` (ANIL-style: only the head adapts).
         learn_inner_lr: Meta-SGD: meta-learn one learning rate per adapted scalar (the head's rates
             are shared across classes, ``(1, D)`` and ``(1,)``, so they work for any ``N``).
+        vectorize: ``vmap`` the inner loops of a meta-batch of one shape (default) or force the
+            per-task loop.
+        checkpoint_inner: Recompute the inner steps in the outer backward (less memory, per-task loop).
     """
 
     def __init__(
@@ -50,6 +53,8 @@ class MAML(GradientBasedMethod):
         head: str = "proto",
         inner_params: str = "all",
         learn_inner_lr: bool = False,
+        vectorize: bool = True,
+        checkpoint_inner: bool = False,
     ) -> None:
         super().__init__(
             backbone,
@@ -58,6 +63,8 @@ class MAML(GradientBasedMethod):
             inner_lr=inner_lr,
             head=head,
             inner_params=inner_params,
+            vectorize=vectorize,
+            checkpoint_inner=checkpoint_inner,
         )
         self.first_order = check_bool(self.name, "first_order", first_order)
         self.learn_inner_lr = check_bool(self.name, "learn_inner_lr", learn_inner_lr)

@@ -8,11 +8,13 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.func import vmap
 
 from medfew.data.episode import Episode
 from medfew.methods.base import StepOutput
 from medfew.methods.functional import accuracy
-from medfew.methods.gradient_based import GradientBasedMethod
+from medfew.methods.gradient_based import GradientBasedMethod, TaskBatch
+from medfew.methods.inner_loop import gradients_enabled
 from medfew.methods.registry import register_method
 
 
@@ -27,12 +29,17 @@ class Reptile(GradientBasedMethod):
     episode and is not meta-learnt. ``adapt`` fine-tunes on the support with the same inner loop, and
     ``episode_loss`` (validation) is the first-order MAML query loss.
 
+    The inner loops of a meta-batch of one shape run as one ``vmap`` (they only read the detached
+    meta-parameters, and the update is the mean of their results); ``vectorize=False`` forces the
+    per-task loop.
+
     Args:
         backbone: ``(B, C, H, W) -> (B, D)`` encoder without running-statistics BatchNorm.
         inner_steps: SGD steps per episode during meta-training.
         test_inner_steps: Fine-tuning steps in eval mode; ``None`` means ``2 * inner_steps``.
         inner_lr: Inner SGD learning rate.
         head: ``"proto"`` or ``"zero"``.
+        vectorize: ``vmap`` the inner loops of a meta-batch of one shape (default) or loop per task.
     """
 
     first_order = True
@@ -45,6 +52,7 @@ class Reptile(GradientBasedMethod):
         test_inner_steps: int | None = None,
         inner_lr: float = 0.01,
         head: str = "proto",
+        vectorize: bool = True,
     ) -> None:
         super().__init__(
             backbone,
@@ -53,6 +61,7 @@ class Reptile(GradientBasedMethod):
             inner_lr=inner_lr,
             head=head,
             inner_params="all",
+            vectorize=vectorize,
         )
 
     def training_step(self, episodes: Sequence[Episode]) -> StepOutput:
@@ -63,25 +72,54 @@ class Reptile(GradientBasedMethod):
             adapted model on data it trains on: a training, not a validation, figure).
         """
         meta = dict(self.backbone.named_parameters())
-        direction = {k: torch.zeros_like(v) for k, v in meta.items()}
-        losses, accuracies = [], []
+        batch = self.vectorized_batch(episodes)
+        if batch is None:
+            adapted, query_logits = self._looped_inner_loops(episodes)
+        else:
+            adapted, query_logits = self._batched_inner_loops(batch)
+        losses = torch.stack([F.cross_entropy(q, e.query_labels) for q, e in zip(query_logits, episodes)])
+        accuracies = torch.stack([accuracy(q, e.query_labels) for q, e in zip(query_logits, episodes)])
+        for k, param in meta.items():
+            direction = param.detach() - adapted[k]
+            param.grad = direction if param.grad is None else param.grad + direction
+        # figures stay on the device: the loop reads them only when it logs (no sync per step)
+        return StepOutput(loss=losses.detach().mean(), accuracy=accuracies.mean())
+
+    def _looped_inner_loops(self, episodes: Sequence[Episode]) -> tuple[dict[str, torch.Tensor], list[torch.Tensor]]:
+        """Task by task: the mean adapted backbone parameters and each task's ``(M, N)`` query logits."""
+        mean: dict[str, torch.Tensor] = {}
+        query_logits = []
         for episode in episodes:
             images = torch.cat([episode.support_images, episode.query_images])
             labels = torch.cat([episode.support_labels, episode.query_labels])
             task = self.run_inner_loop(
                 images, labels, episode.ways, steps=self.inner_steps, first_order=True, detach=True
             )
-            for k, value in meta.items():
-                direction[k] += (value.detach() - task.backbone[k]) / len(episodes)
-            query_logits = task.logits[episode.support_labels.shape[0] :]
-            losses.append(F.cross_entropy(query_logits, episode.query_labels))
-            accuracies.append(accuracy(query_logits, episode.query_labels))
-        for k, param in meta.items():
-            param.grad = direction[k] if param.grad is None else param.grad + direction[k]
-        return StepOutput(loss=torch.stack(losses).mean().cpu(), accuracy=torch.stack(accuracies).mean().cpu())
+            for k, value in task.backbone.items():
+                share = value / len(episodes)
+                mean[k] = share if k not in mean else mean[k] + share
+            query_logits.append(task.logits[episode.support_labels.shape[0] :])
+        return mean, query_logits
+
+    def _batched_inner_loops(self, batch: TaskBatch) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """One ``vmap`` over the tasks: the mean adapted parameters and ``(T, M, N)`` query logits."""
+        params = {k: v.detach() for k, v in self.backbone.named_parameters()}
+        lrs = self.inner_lrs()
+        n_support = batch.support_labels.shape[1]
+
+        def inner(images: torch.Tensor, labels: torch.Tensor):
+            task = self._adapt(params, lrs, images, labels, batch.ways, steps=self.inner_steps, first_order=True)
+            return task.backbone, task.logits[n_support:]
+
+        with gradients_enabled():
+            adapted, query_logits = vmap(inner, randomness="different")(
+                torch.cat([batch.support_images, batch.query_images], dim=1),
+                torch.cat([batch.support_labels, batch.query_labels], dim=1),
+            )
+        return {k: v.detach().mean(0) for k, v in adapted.items()}, query_logits.detach()
 
     def hyperparameters(self) -> dict[str, Any]:
         """Constructor keyword arguments."""
         hp = super().hyperparameters()
-        del hp["inner_params"]
+        del hp["inner_params"], hp["checkpoint_inner"]  # fixed: "all"; Reptile never backpropagates
         return hp

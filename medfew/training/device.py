@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import dataclasses
+from collections.abc import Iterator, Sequence
 
 import torch
 
+from medfew.data.episode import Episode
+from medfew.data.pool import ImagePool
 from medfew.errors import ConfigError
 
 
@@ -38,3 +41,59 @@ def autocast(device: torch.device, dtype: torch.dtype | None) -> Iterator[None]:
         return
     with torch.autocast(device_type=device.type, dtype=dtype):
         yield
+
+
+def move_episode(episode: Episode, device: torch.device, *, channels_last: bool = False) -> Episode:
+    """``episode`` with every tensor on ``device``, copied without blocking the host.
+
+    The copies are asynchronous when the source is page-locked (``EpisodeSampler(pin_memory=True)``)
+    and the target is CUDA. The episode was validated when it was built (on the CPU); moving it
+    changes no value, so the copy is not validated again (validation reads label values, which on
+    a GPU would block the host until the copy has landed: a sync per episode).
+
+    Args:
+        episode: A validated episode, on any device.
+        device: The training device.
+        channels_last: Store the images ``(B, C, H, W)`` in channels-last order (cuDNN's fast layout
+            for convolutions under bf16 autocast).
+    """
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+
+    def move(t: torch.Tensor | None, images: bool = False) -> torch.Tensor | None:
+        if t is None:
+            return None
+        if images:
+            return t.to(device, non_blocking=True, memory_format=layout)
+        return t.to(device, non_blocking=True)
+
+    moved = object.__new__(Episode)
+    for f in dataclasses.fields(Episode):
+        value = getattr(episode, f.name)
+        if isinstance(value, torch.Tensor):
+            value = move(value, images=f.name.endswith("_images"))
+        object.__setattr__(moved, f.name, value)
+    return moved
+
+
+def pool_bytes(pools: Sequence[ImagePool]) -> int:
+    """Bytes the pools' images take (what placing them on the device costs)."""
+    return sum(p.images.numel() * p.images.element_size() for p in pools)
+
+
+def episodes_on_device(spec: str, pools: Sequence[ImagePool], device: torch.device, fraction: float = 0.25) -> bool:
+    """Whether to build episodes on ``device``: ``"on"``, ``"off"``, or ``"auto"`` (CUDA, and the pools
+    take at most ``fraction`` of the free device memory).
+
+    Raises:
+        ConfigError: Another ``spec``, or ``"on"`` without CUDA.
+    """
+    if spec not in ("auto", "on", "off"):
+        raise ConfigError(f"episodes_on_device must be 'auto', 'on' or 'off', got {spec!r}")
+    if spec == "off" or (spec == "auto" and device.type != "cuda"):
+        return False
+    if device.type != "cuda":
+        raise ConfigError(f"episodes_on_device='on' needs a CUDA training device, got {device}")
+    if spec == "on":
+        return True
+    free, _ = torch.cuda.mem_get_info(device)
+    return pool_bytes(pools) <= fraction * free

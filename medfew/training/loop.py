@@ -5,10 +5,19 @@ asks the method for its meta-gradients (``method.training_step``), clips them an
 step. Validation runs every ``eval_every`` steps through a caller-supplied callback and the best
 model is kept; checkpoints are written atomically, and a run directory resumes exactly where it
 stopped (weights, optimiser, schedule, RNG state, step).
+
+Under ``torchrun`` (a :class:`~medfew.training.distributed.DistContext` with several ranks) each rank
+draws its share of every meta-batch and the meta-gradients are all-reduced before the step (see
+:mod:`medfew.training.distributed`); only rank 0 validates and writes the run directory.
+
+On a GPU the step never waits for the device: episodes are copied without blocking (page-locked when
+the sampler pins them, or built on the device), and the loss, accuracy and gradient norm are read
+back only on the steps that log them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -24,9 +33,23 @@ from medfew.config import TrainConfig
 from medfew.data.sampler import EpisodeSampler
 from medfew.errors import CheckpointError
 from medfew.methods.base import FewShotMethod
-from medfew.training.checkpoint import load_checkpoint, read_checkpoint_info, save_checkpoint
+from medfew.training.checkpoint import (
+    load_checkpoint,
+    read_checkpoint_info,
+    save_checkpoint,
+)
 from medfew.training.curves import plot_learning_curve
-from medfew.training.device import autocast, resolve_amp, resolve_device
+from medfew.training.device import autocast, move_episode, resolve_amp, resolve_device
+from medfew.training.distributed import (
+    SINGLE,
+    DistContext,
+    all_reduce_gradients,
+    barrier,
+    broadcast_module,
+    rank_device,
+    reduce_figures,
+    shard,
+)
 from medfew.training.state_io import load_state, save_state
 
 Validate = Callable[[FewShotMethod], dict[str, Any]]
@@ -88,6 +111,8 @@ def fit(
     resume: bool = True,
     until_step: int | None = None,
     progress: bool = True,
+    dist_ctx: DistContext = SINGLE,
+    channels_last: bool = False,
 ) -> FitResult:
     """Meta-train ``method`` on episodes from ``sampler``.
 
@@ -101,49 +126,70 @@ def fit(
         checkpoint_meta: Keyword arguments for :func:`save_checkpoint` besides ``method`` and
             ``metrics`` (backbone, backbone_config, preprocessing, class_pool, data_provenance, config).
         validate: Called with the method every ``eval_every`` steps; returns metrics with
-            ``accuracy_mean``, which chooses the best checkpoint.
+            ``accuracy_mean``, which chooses the best checkpoint (rank 0 only when distributed).
         resume: Continue from ``run_dir`` when it holds a training state.
         until_step: Stop after this step (as if interrupted); ``None`` runs to ``settings.steps``.
-        progress: Show a progress bar.
+        progress: Show a progress bar (rank 0 only).
+        dist_ctx: This process's place in a data-parallel run (from
+            :func:`~medfew.training.distributed.init_distributed`); the default is one process.
+        channels_last: Keep convolution weights and episode images in channels-last layout (a GPU
+            option; it changes no result beyond float rounding).
     """
     run = Path(run_dir)
-    run.mkdir(parents=True, exist_ok=True)
-    device = resolve_device(settings.device)
+    main = dist_ctx.is_main
+    if main:
+        run.mkdir(parents=True, exist_ok=True)
+    device = rank_device(resolve_device(settings.device), dist_ctx)
     amp_dtype = resolve_amp(settings.amp, device)
+    share = shard(settings.meta_batch, dist_ctx)
+    weight = len(share) / settings.meta_batch
     method.to(device)
+    if channels_last:
+        method.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(method, settings)
     schedule = make_schedule(optimizer, settings)
     start, best_metric, best_step = 0, None, None
-    if resume and (run / STATE_FILE).is_file():
+    resuming = resume and (run / STATE_FILE).is_file()
+    if dist_ctx.enabled:  # rank 0's view of the run directory decides for everyone
+        flag = torch.tensor([float(resuming)], device=device)
+        torch.distributed.broadcast(flag, src=0)
+        resuming = bool(flag.item())
+    if resuming:
         start, best_metric, best_step = _restore(run, method, optimizer, schedule, device, checkpoint_meta.get("config"))
     else:
         torch.manual_seed(settings.seed)
-        (run / METRICS_FILE).unlink(missing_ok=True)
+        if main:
+            (run / METRICS_FILE).unlink(missing_ok=True)
+    broadcast_module(method, dist_ctx)  # identical weights on every rank, however each built them
     stop = settings.steps if until_step is None else min(until_step, settings.steps)
     params = [p for p in method.parameters() if p.requires_grad]
     last_train: dict[str, float] = {}
     t0 = time.perf_counter()
-    bar = tqdm(total=settings.steps, initial=start, disable=not progress, desc=f"train {method.name}", unit="step")
-    with open(run / METRICS_FILE, "a", encoding="utf-8") as log:
+    bar = tqdm(total=settings.steps, initial=start, disable=not (progress and main), desc=f"train {method.name}",
+               unit="step")
+    with open(run / METRICS_FILE, "a", encoding="utf-8") if main else contextlib.nullcontext() as log:
         for step in range(start, stop):
             method.train()
             base = step * settings.meta_batch
-            episodes = [sampler.sample(base + b).to(device, non_blocking=True) for b in range(settings.meta_batch)]
+            episodes = [move_episode(sampler.sample(base + b), device, channels_last=channels_last) for b in share]
             optimizer.zero_grad(set_to_none=True)
             with autocast(device, amp_dtype):
                 out = method.training_step(episodes)
+            all_reduce_gradients(params, weight, dist_ctx)
             grad_norm = torch.nn.utils.clip_grad_norm_(params, settings.grad_clip)
             optimizer.step()
             schedule.step()
             done = step + 1
             if done % settings.log_every == 0 or done == stop:
-                last_train = {"loss": float(out.loss), "accuracy": float(out.accuracy)}
-                record = {"step": done, **last_train, "lr": schedule.get_last_lr()[0],
-                          "grad_norm": float(grad_norm), "elapsed_s": round(time.perf_counter() - t0, 3)}
-                log.write(json.dumps(record) + "\n")
-                log.flush()
-                bar.set_postfix(loss=f"{last_train['loss']:.3f}", acc=f"{last_train['accuracy']:.3f}")
-            if validate is not None and (done % settings.eval_every == 0 or done == settings.steps):
+                loss, acc = reduce_figures([out.loss, out.accuracy], weight, dist_ctx)
+                last_train = {"loss": float(loss), "accuracy": float(acc)}  # the only host reads of a step
+                if main:
+                    record = {"step": done, **last_train, "lr": schedule.get_last_lr()[0],
+                              "grad_norm": float(grad_norm), "elapsed_s": round(time.perf_counter() - t0, 3)}
+                    log.write(json.dumps(record) + "\n")
+                    log.flush()
+                    bar.set_postfix(loss=f"{last_train['loss']:.3f}", acc=f"{last_train['accuracy']:.3f}")
+            if main and validate is not None and (done % settings.eval_every == 0 or done == settings.steps):
                 metrics = validate(method)
                 log.write(json.dumps({"step": done, "val": metrics}) + "\n")
                 log.flush()
@@ -151,7 +197,7 @@ def fit(
                 if best_metric is None or score > best_metric:
                     best_metric, best_step = score, done
                     save_checkpoint(run / "best", method, metrics={"val": metrics, "step": done}, **checkpoint_meta)
-            if done % settings.checkpoint_every == 0 or done == stop:
+            if main and (done % settings.checkpoint_every == 0 or done == stop):
                 save_checkpoint(run / "last", method, metrics={"step": done, "train": last_train}, **checkpoint_meta)
                 save_state(run / STATE_FILE, {
                     "step": done, "best_metric": best_metric, "best_step": best_step,
@@ -160,8 +206,24 @@ def fit(
                 })
             bar.update(1)
     bar.close()
-    plot_learning_curve(run / METRICS_FILE, run / "learning_curve.png")
+    if main:
+        plot_learning_curve(run / METRICS_FILE, run / "learning_curve.png")
+    best_metric, best_step = _share_best(best_metric, best_step, device, dist_ctx)
+    barrier(dist_ctx)  # rank 0's files are complete before any rank returns
     return FitResult(stop, best_metric, best_step, last_train, run)
+
+
+def _share_best(
+    metric: float | None, step: int | None, device: torch.device, ctx: DistContext
+) -> tuple[float | None, int | None]:
+    """Rank 0's best validation (it alone validates) on every rank."""
+    if not ctx.enabled:
+        return metric, step
+    box = torch.tensor([math.nan if metric is None else metric, -1 if step is None else step],
+                       dtype=torch.float64, device=device)
+    torch.distributed.broadcast(box, src=0)
+    value, at = box.tolist()
+    return (None, None) if math.isnan(value) else (value, int(at))
 
 
 def _rng_state() -> dict[str, Any]:
