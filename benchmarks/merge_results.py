@@ -1,6 +1,11 @@
 """Merge the results.json of several ``benchmarks/results.py`` runs (e.g. run in parallel) and render the doc.
 
     python benchmarks/merge_results.py runs/bench_a/results.json runs/bench_b/results.json --out docs/results.json
+
+Later inputs win where two runs hold the same training record or cell. ``docs/results.md`` was made from
+``runs/bench_{a,b,c,d,e,f,g}/results.json`` in that order (a: protonet, matchingnet, baseline, reptile;
+b: maml, fomaml, metasgd; c: protonet+cl2 and the raw-pixel baselines; d: protonet+strongaug; e:
+protonet+mixdomains; f: the logistic head and ProtoNet's val cells; g: the other methods' val cells).
 """
 
 from __future__ import annotations
