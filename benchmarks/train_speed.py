@@ -4,8 +4,8 @@
                                      [--device cpu|cuda] [--channels-last] [--compile]
 
 Synthetic episodes of the real shape, so only the method is timed. Prints one line per method; for
-the gradient-based methods it times the vectorised path (``vectorize=True``, the default) and the
-forced per-task loop (``vectorize=False``) alternately in one run, so their ratio holds on a noisy
+the gradient-based methods it times the vectorised path (``vectorize=True``; the default ``"auto"``
+picks it on CUDA only) and the forced per-task loop (``vectorize=False``) alternately in one run, so their ratio holds on a noisy
 machine. A figure, not a test (no thresholds).
 """
 

@@ -166,7 +166,8 @@ def stat_free_batch_norm_backbone() -> nn.Module:
 @pytest.mark.parametrize(("name", "hp"), [("fomaml", {}), ("maml", {"inner_params": "head"}), ("reptile", {})])
 def test_batch_norm_without_running_statistics_vectorises_first_order(name: str, hp: dict) -> None:
     """Stat-free BatchNorm normalises each task with its own batch statistics under ``vmap``."""
-    fast = build_method(name, stat_free_batch_norm_backbone(), inner_steps=1, inner_lr=0.3, **hp).double()
+    fast = build_method(name, stat_free_batch_norm_backbone(), inner_steps=1, inner_lr=0.3, vectorize=True,
+                        **hp).double()
     slow = build_method(name, stat_free_batch_norm_backbone(), inner_steps=1, inner_lr=0.3, vectorize=False,
                         **hp).double()
     slow.load_state_dict(fast.state_dict())
@@ -177,9 +178,10 @@ def test_batch_norm_without_running_statistics_vectorises_first_order(name: str,
 
 def test_second_order_through_batch_norm_runs_the_per_task_loop() -> None:
     """vmap's batch-norm double backward disagrees with the per-task one, so that case is not vectorised."""
-    method = build_method("maml", stat_free_batch_norm_backbone(), inner_steps=1, inner_lr=0.3).double()
+    method = build_method("maml", stat_free_batch_norm_backbone(), inner_steps=1, inner_lr=0.3,
+                          vectorize=True).double()
     episodes = [episode(s, dtype=torch.float64) for s in range(3)]
-    assert method.vectorize and method.vectorized_batch(episodes) is None
+    assert method.vectorized_batch(episodes) is None
     reference = build_method("maml", stat_free_batch_norm_backbone(), inner_steps=1, inner_lr=0.3,
                              vectorize=False).double()
     reference.load_state_dict(method.state_dict())
@@ -195,6 +197,8 @@ def test_running_statistics_batch_norm_is_refused_with_the_layer_named() -> None
 def test_vectorize_must_be_a_boolean_and_round_trips(name: str) -> None:
     with pytest.raises(ConfigError, match="vectorize"):
         build_method(name, backbone(), vectorize="yes")
+    auto = build_method(name, backbone())
+    assert auto.vectorize == "auto" and auto.vectorized_batch([episode(s) for s in range(3)]) is None  # CPU: loop
     method = build_method(name, backbone(), vectorize=False)
     assert method.hyperparameters()["vectorize"] is False
     rebuilt = build_method(name, backbone(), **method.hyperparameters())

@@ -37,8 +37,9 @@ class MAML(GradientBasedMethod):
         inner_params: ``"all"`` or ``"head"`` (ANIL-style: only the head adapts).
         learn_inner_lr: Meta-SGD: meta-learn one learning rate per adapted scalar (the head's rates
             are shared across classes, ``(1, D)`` and ``(1,)``, so they work for any ``N``).
-        vectorize: ``vmap`` the inner loops of a meta-batch of one shape (default) or force the
-            per-task loop.
+        vectorize: ``True``: ``vmap`` the inner loops of a meta-batch of one shape; ``False``: the
+            per-task loop; ``"auto"`` (default): ``vmap`` on CUDA, the loop on the CPU (see
+            :class:`~medfew.methods.gradient_based.GradientBasedMethod`).
         checkpoint_inner: Recompute the inner steps in the outer backward (less memory, per-task loop).
     """
 
@@ -53,7 +54,7 @@ class MAML(GradientBasedMethod):
         head: str = "proto",
         inner_params: str = "all",
         learn_inner_lr: bool = False,
-        vectorize: bool = True,
+        vectorize: bool | str = "auto",
         checkpoint_inner: bool = False,
     ) -> None:
         super().__init__(

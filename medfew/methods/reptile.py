@@ -39,7 +39,8 @@ class Reptile(GradientBasedMethod):
         test_inner_steps: Fine-tuning steps in eval mode; ``None`` means ``2 * inner_steps``.
         inner_lr: Inner SGD learning rate.
         head: ``"proto"`` or ``"zero"``.
-        vectorize: ``vmap`` the inner loops of a meta-batch of one shape (default) or loop per task.
+        vectorize: ``True``: ``vmap`` the inner loops of a meta-batch of one shape; ``False``: loop per
+            task; ``"auto"`` (default): ``vmap`` on CUDA, the loop on the CPU.
     """
 
     first_order = True
@@ -52,7 +53,7 @@ class Reptile(GradientBasedMethod):
         test_inner_steps: int | None = None,
         inner_lr: float = 0.01,
         head: str = "proto",
-        vectorize: bool = True,
+        vectorize: bool | str = "auto",
     ) -> None:
         super().__init__(
             backbone,
