@@ -24,7 +24,25 @@ from medfew.methods.registry import register_method
 from medfew.models.checks import check_bool, check_choice, check_positive
 
 
-class PrototypeClassifier(AdaptedModel):
+class _TransformedFeatureClassifier(AdaptedModel):
+    """An adapted model that scores queries in the backbone's transformed feature space ``t(f(x))``.
+
+    Attributes:
+        feature_transform: ``"none"``, ``"l2"`` or ``"cl2"`` (see ``transform_features``).
+        centre: ``(D,)`` support-feature mean used by ``"cl2"``, else ``None``.
+    """
+
+    def __init__(self, backbone: nn.Module, feature_transform: str, centre: torch.Tensor | None) -> None:
+        self.backbone = backbone
+        self.feature_transform = feature_transform
+        self.centre = centre
+
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        """``(M, C, H, W) -> (M, D)`` transformed features (the space the classifier lives in)."""
+        return transform_features(self.backbone(images), self.feature_transform, self.centre)
+
+
+class PrototypeClassifier(_TransformedFeatureClassifier):
     """Scores queries by ``-scale * ||t(f(x)) - p_c||^2`` against the (transformed) class means.
 
     Attributes:
@@ -40,16 +58,10 @@ class PrototypeClassifier(AdaptedModel):
         centre: torch.Tensor | None,
         scale: torch.Tensor,
     ) -> None:
-        self.backbone = backbone
+        super().__init__(backbone, feature_transform, centre)
         self.prototypes = prototypes
-        self.feature_transform = feature_transform
-        self.centre = centre
         self.scale = scale
         self.n_classes = int(prototypes.shape[0])
-
-    def embed(self, images: torch.Tensor) -> torch.Tensor:
-        """``(M, C, H, W) -> (M, D)`` transformed features (the space the prototypes live in)."""
-        return transform_features(self.backbone(images), self.feature_transform, self.centre)
 
     def predict(self, query_images: torch.Tensor) -> torch.Tensor:
         """``(M, C, H, W) -> (M, N)`` logits."""
@@ -59,7 +71,7 @@ class PrototypeClassifier(AdaptedModel):
 HEADS: tuple[str, ...] = ("prototype", "logistic")
 
 
-class LinearHeadClassifier(AdaptedModel):
+class LinearHeadClassifier(_TransformedFeatureClassifier):
     """Scores queries by ``t(f(x)) @ W.T + b`` with a head fitted on the (transformed) support features.
 
     Attributes:
@@ -76,16 +88,10 @@ class LinearHeadClassifier(AdaptedModel):
         feature_transform: str,
         centre: torch.Tensor | None,
     ) -> None:
-        self.backbone = backbone
+        super().__init__(backbone, feature_transform, centre)
         self.weight = weight
         self.bias = bias
-        self.feature_transform = feature_transform
-        self.centre = centre
         self.n_classes = int(weight.shape[0])
-
-    def embed(self, images: torch.Tensor) -> torch.Tensor:
-        """``(M, C, H, W) -> (M, D)`` transformed features (the space the head was fitted in)."""
-        return transform_features(self.backbone(images), self.feature_transform, self.centre)
 
     def predict(self, query_images: torch.Tensor) -> torch.Tensor:
         """``(M, C, H, W) -> (M, N)`` logits (differentiable with respect to the images)."""
