@@ -173,7 +173,7 @@ def test_other_methods_diagnose_with_saliency(method: str) -> None:
     assert pred.ood_distance is not None and isinstance(pred.out_of_distribution, bool)
     hooked = [name for name, sub in session.method.named_modules() if sub._forward_hooks or sub._backward_hooks]
     assert hooked == []  # Grad-CAM's hooks live for one call only
-    assert session.leave_one_out().total == 4  # adapting again after a saliency map works (torch.func.grad)
+    assert session.leave_one_out().total == 4  # adapting again after a saliency map works (torch.func)
     again = session.diagnose(stripes(FINE, rng))
     assert again.saliency is not None and again.saliency.shape == (SIZE, SIZE)
 

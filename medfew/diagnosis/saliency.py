@@ -71,7 +71,7 @@ def _hooks_removed_after(module: nn.Module) -> Iterator[None]:
     """Remove every forward/backward hook added to ``module``'s submodules inside the block.
 
     MONAI's ``GradCAM`` hooks the target layer for good (it keeps no handles). A full backward hook left
-    on the backbone breaks ``torch.func.grad`` (the MAML family's inner loop) and fires on every later
+    on the backbone breaks ``torch.func.vjp`` (the MAML family's inner loop) and fires on every later
     forward, so the hooks must only live for one saliency call.
     """
     before = {name: (set(sub._forward_hooks), set(sub._backward_hooks)) for name, sub in module.named_modules()}

@@ -4,22 +4,29 @@
 backbone module only as a function (``torch.func.functional_call``), mutates nothing, and returns
 the adapted tensors, so it can be ``torch.func.vmap``-ed over a stack of tasks.
 
-Inner gradients come from ``torch.func.grad`` rather than ``torch.autograd.grad(create_graph=...)``.
-The Proto-MAML head is itself a function of the backbone parameters (``W = 2 P(theta)``), and
-``autograd.grad`` with respect to both ``theta`` and ``W`` returns *total* derivatives (the
-``theta`` gradient also flows back through ``W``'s construction, which is not gradient descent on
-``(theta, W)``) and, in first-order mode, frees the head-initialisation graph that the outer
-backward still needs. ``torch.func.grad`` differentiates with respect to its inputs as independent
-variables, its result stays differentiable by ordinary autograd (second-order MAML: the outer
-``backward`` sees through the inner steps and the head initialisation), and it composes with
-``vmap``. ``first_order=True`` detaches the inner gradients (FOMAML, Reptile).
+Each inner step is one forward of the support through the backbone and one pull-back of the feature
+gradient (``torch.func.vjp``): the loss is ``CE(f_theta(x) W^T + b, y)``, whose gradients with
+respect to the linear head and to the features have the closed form of
+:func:`linear_cross_entropy_grads`, and the backbone gradient is the vector-Jacobian product of the
+features with that feature gradient. The first step reuses the forward that initialised the
+Proto-MAML head (``W = 2 P(f_theta(x))``), so ``steps`` inner steps cost ``steps`` support forwards,
+not ``steps + 1``, and a meta-iteration runs exactly the operators of learn2learn's MAML (same count of
+every convolution, pooling and norm kernel; ``docs/benchmarks.md`` has the figures before and after).
+
+The gradients are *partial* derivatives, as gradient descent on ``(theta, W, b)`` needs, even
+though the Proto-MAML head is itself a function of ``theta``: the pull-back runs through the
+features only, never through the head's construction. They stay differentiable by ordinary
+autograd, so second-order MAML's outer ``backward`` sees through the inner steps and the head
+initialisation; ``first_order=True`` detaches them (FOMAML, Reptile). ``torch.func.vjp`` composes with
+``vmap``, so the same code serves the per-task loop and the vectorised meta-batch.
 
 ``checkpoint=True`` recomputes each inner step during the outer backward instead of keeping its graph
 (``torch.utils.checkpoint``, reentrant form: the non-reentrant form relies on saved-tensor hooks, which
-``torch.func.grad`` refuses). Memory then grows with one inner step, not with ``steps``, for about one
-more forward and inner backward per step. The reentrant form is an ``autograd.Function`` without a
-``vmap`` rule, so checkpointed inner loops run task by task, and it hands gradients only to its tensor
-inputs and to leaf tensors (parameters): every non-leaf tensor a step reads is passed in explicitly.
+``torch.func`` transforms refuse). Memory then grows with one inner step, not with ``steps``, for about
+one more forward and inner backward per step (and the first step does not reuse the head's forward).
+The reentrant form is an ``autograd.Function`` without a ``vmap`` rule, so checkpointed inner loops run
+task by task, and it hands gradients only to its tensor inputs and to leaf tensors (parameters): every
+non-leaf tensor a step reads is passed in explicitly.
 """
 
 from __future__ import annotations
@@ -31,10 +38,10 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.func import functional_call
+from torch.func import functional_call, vjp
 from torch.utils.checkpoint import checkpoint as checkpoint_fn
 
-from medfew.methods.functional import linear_logits, proto_head, zero_head
+from medfew.methods.functional import class_one_hot, linear_logits, proto_head, zero_head
 
 HEAD_WEIGHT = "head.weight"
 HEAD_BIAS = "head.bias"
@@ -44,8 +51,7 @@ HEAD_INITS: dict[str, Callable[[torch.Tensor, torch.Tensor, int], tuple[torch.Te
 }
 
 Params = dict[str, torch.Tensor]
-LossFn = Callable[[Params], tuple[torch.Tensor, torch.Tensor]]  # params -> (loss, logits)
-GradFn = Callable[[LossFn, Params, bool], tuple[Params, torch.Tensor]]
+Pullback = Callable[[torch.Tensor], tuple[Params]]
 
 
 class TaskParams(NamedTuple):
@@ -66,16 +72,26 @@ class TaskParams(NamedTuple):
     logits: torch.Tensor
 
 
-def func_grads(loss_fn: LossFn, params: Params, first_order: bool) -> tuple[Params, torch.Tensor]:
-    """Partial derivatives of ``loss_fn(params)[0]`` by ``torch.func.grad`` (composable with ``vmap``).
+def linear_cross_entropy_grads(
+    features: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, labels: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Closed-form gradients of the mean cross-entropy of a linear head, ``CE(f W^T + b, y)``.
 
-    Differentiable by the caller's autograd (second order) unless ``first_order`` (then detached).
+    With ``G = (softmax(f W^T + b) - onehot(y)) / S`` the gradients are ``dW = G^T f``, ``db = sum_i G_i``
+    and ``df = G W``. Every result is differentiable with respect to all three inputs (second order).
+
+    Args:
+        features: ``(S, D)``.
+        weight: ``(N, D)``.
+        bias: ``(N,)``.
+        labels: ``(S,)`` int64 in ``[0, N)``.
 
     Returns:
-        The gradients by name and the logits ``loss_fn`` returned beside the loss.
+        ``(S, N)`` logits, ``(N, D)`` weight gradient, ``(N,)`` bias gradient, ``(S, D)`` feature gradient.
     """
-    grads, logits = torch.func.grad(loss_fn, has_aux=True)(params)
-    return ({k: g.detach() for k, g in grads.items()} if first_order else grads), logits
+    logits = linear_logits(features, weight, bias)
+    residual = (logits.softmax(-1) - class_one_hot(labels, weight.shape[0], logits)) / labels.shape[0]
+    return logits, residual.T @ features, residual.sum(0), residual @ weight
 
 
 def adapt_task(
@@ -91,13 +107,12 @@ def adapt_task(
     first_order: bool,
     head_init: str = "proto",
     adapt_backbone: bool = True,
-    grad_fn: GradFn = func_grads,
     checkpoint: bool = False,
 ) -> TaskParams:
     """Fit a linear head (and optionally the backbone) to one task by ``steps`` of gradient descent.
 
     The head starts from ``HEAD_INITS[head_init]`` of the initial features; each step is
-    ``theta <- theta - lr_theta * grad CE(head(f_theta(images)), labels)``.
+    ``theta <- theta - lr_theta * grad CE(head(f_theta(images)), labels)`` for the backbone and the head.
 
     Args:
         backbone: Module used as a function through ``functional_call``; its own tensors are ignored.
@@ -113,7 +128,6 @@ def adapt_task(
         head_init: ``"proto"`` or ``"zero"``.
         adapt_backbone: Adapt the backbone parameters too (``inner_params="all"``) or only the head
             (the support features are then computed once, from ``params``).
-        grad_fn: Computes the inner gradients; :func:`func_grads` (the only one provided).
         checkpoint: Recompute every inner step in the outer backward instead of storing its graph
             (only where autograd records the loop; not under ``vmap``, see the module notes).
 
@@ -124,34 +138,48 @@ def adapt_task(
     def embed(backbone_params: Params) -> torch.Tensor:
         return functional_call(backbone, {**backbone_params, **buffers}, (images,))
 
-    features = embed(params)
+    pullback: Pullback | None = None
+    if adapt_backbone:
+        features, pullback = vjp(embed, params)
+    else:
+        features = embed(params)
     weight, bias = HEAD_INITS[head_init](features, labels, n_classes)
     fast: Params = {HEAD_WEIGHT: weight, HEAD_BIAS: bias}
     if adapt_backbone:
         fast.update(params)
-    logits = linear_logits(features, weight, bias)
-    loss = F.cross_entropy(logits, labels)
-
-    def loss_fn(p: Params, feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if adapt_backbone:
-            feats = embed({k: p[k] for k in params})
-        step_logits = linear_logits(feats, p[HEAD_WEIGHT], p[HEAD_BIAS])
-        return F.cross_entropy(step_logits, labels), step_logits
-
     keys = list(fast)
 
     def step(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """``(*fast tensors in `keys` order, features) -> (*updated fast tensors, logits)``."""
+        """``(*fast tensors in `keys` order, features) -> (*updated fast tensors, logits)``.
+
+        Computes the backbone's forward (and pull-back) itself unless ``pullback`` holds the one of
+        these very parameters (the first step, outside checkpointing).
+        """
         current, feats = dict(zip(keys, tensors[:-1])), tensors[-1]
-        grads, step_logits = grad_fn(lambda p: loss_fn(p, feats), current, first_order)
+        back = pullback
+        if adapt_backbone and back is None:
+            feats, back = vjp(embed, {k: current[k] for k in params})
+        step_logits, *head_and_feature_grads = linear_cross_entropy_grads(
+            feats, current[HEAD_WEIGHT], current[HEAD_BIAS], labels
+        )
+        grad_weight, grad_bias, grad_features = head_and_feature_grads
+        grads = {HEAD_WEIGHT: grad_weight, HEAD_BIAS: grad_bias}
+        if back is not None:
+            grads.update(back(grad_features)[0])
+        if first_order:
+            grads = {k: g.detach() for k, g in grads.items()}
         return (*(current[k] - lrs[k] * grads[k] for k in keys), step_logits)
 
+    logits = linear_logits(features, weight, bias)
     recompute = checkpoint and torch.is_grad_enabled() and any(v.requires_grad for v in fast.values())
+    if recompute:
+        pullback = None
     for _ in range(steps):
         inputs = (*(fast[k] for k in keys), features)
         out = checkpoint_fn(step, *inputs, use_reentrant=True) if recompute else step(*inputs)
         fast, logits = dict(zip(keys, out[:-1])), out[-1]
-        loss = F.cross_entropy(logits, labels)
+        pullback = None  # later steps run the forward of their own parameters
+    loss = F.cross_entropy(logits, labels)
     adapted = {k: fast[k] for k in params} if adapt_backbone else dict(params)
     return TaskParams(adapted, fast[HEAD_WEIGHT], fast[HEAD_BIAS], loss, logits)
 
