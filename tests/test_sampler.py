@@ -168,3 +168,56 @@ def test_pools_of_different_shapes_are_refused() -> None:
         EpisodeSampler([], ways=2, shots=1, queries=1)
     with pytest.raises(EpisodeError, match="index must be >= 0"):
         EpisodeSampler([make_pool([5, 5])], ways=2, shots=1, queries=1).sample(-1)
+
+
+def _reference_draw(groups: list, rng, shots: int, queries: int):
+    """The sampler's draw written plainly (a Python loop over groups): the vectorised one must match it
+    draw for draw, so a seed keeps giving the episodes the published results were measured on."""
+    import numpy as np
+
+    orders = [rng.permutation(len(groups)) for _ in range(8)]
+    orders.append(np.argsort([len(g) for g in groups], kind="stable"))
+    best = None
+    for order in orders:
+        parts, n, cut = [], 0, 0
+        for cut, g in enumerate(order, start=1):
+            parts.append(groups[g])
+            n += len(groups[g])
+            if n >= shots:
+                break
+        rest = [groups[g] for g in order[cut:]]
+        candidates = np.concatenate(rest) if rest else np.empty(0, dtype=np.int64)
+        support = rng.permutation(np.concatenate(parts))[:shots]
+        query = rng.permutation(candidates)[:queries]
+        if best is None or query.size > best[1].size:
+            best = (support, query)
+        if query.size >= queries:
+            break
+    return best
+
+
+@pytest.mark.parametrize("grouped", [False, True])
+@pytest.mark.parametrize(("shots", "queries"), [(1, 3), (3, 5), (2, 40)])
+def test_vectorised_draw_matches_the_plain_loop(grouped: bool, shots: int, queries: int) -> None:
+    import numpy as np
+
+    from medfew.data.sampler import _ClassIndex
+
+    pool = make_pool([25, 9, 40], groups_per_class=4 if grouped else None)
+    if grouped:  # some images without a patient id: each is its own group
+        pool = ImagePool(images=pool.images, labels=pool.labels, class_names=pool.class_names, name="toy",
+                         groups=torch.where(torch.arange(len(pool)) % 7 == 0, -1, pool.groups))
+    for label in range(3):
+        entry = _ClassIndex.build(0, pool, label, shots)
+        members = np.flatnonzero(pool.labels.numpy() == label)
+        if grouped:
+            ids = pool.groups.numpy()[members]
+            groups = [members[ids == g] for g in sorted(set(ids[ids >= 0].tolist()))]
+            groups += [members[i : i + 1] for i in np.flatnonzero(ids < 0)]
+        else:
+            groups = [members[i : i + 1] for i in range(members.size)]
+        assert entry.n_groups == len(groups)
+        for seed in range(20):
+            got = entry.draw(np.random.default_rng(seed), shots, queries)
+            want = _reference_draw(groups, np.random.default_rng(seed), shots, queries)
+            assert [a.tolist() for a in got] == [b.tolist() for b in want]

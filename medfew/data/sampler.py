@@ -31,51 +31,66 @@ _RETRIES = 8
 
 @dataclass(frozen=True)
 class _ClassIndex:
-    """The images of one class of one pool, grouped by patient (or one group per image)."""
+    """The images of one class of one pool, grouped by patient (or one group per image).
+
+    ``images`` holds the class's pool indices group after group and ``starts`` where each group
+    begins, so a draw gathers groups with array indexing instead of a Python loop over the class.
+    """
 
     pool: int
     label: int
     name: str
-    groups: tuple[np.ndarray, ...]
+    images: np.ndarray  # (n_images,) pool indices, grouped
+    starts: np.ndarray  # (n_groups + 1,) group g is images[starts[g]:starts[g + 1]]
     n_images: int
     query_capacity: int  # queries available after the least wasteful group-disjoint support draw
+
+    @property
+    def n_groups(self) -> int:
+        """Number of groups (patients, or images when the pool has no groups)."""
+        return len(self.starts) - 1
 
     @staticmethod
     def build(pool_index: int, pool: ImagePool, label: int, shots: int) -> _ClassIndex:
         members = np.flatnonzero(pool.labels.numpy() == label)
         if pool.groups is None:
-            groups = tuple(members[i : i + 1] for i in range(members.size))
+            groups = [members]
+            sizes = np.ones(members.size, dtype=np.int64)
         else:
             ids = pool.groups.numpy()[members]
             known = sorted(set(ids[ids >= 0].tolist()))
-            groups = tuple(members[ids == g] for g in known)
-            groups += tuple(members[i : i + 1] for i in np.flatnonzero(ids < 0))
-        sizes = sorted(len(g) for g in groups)
-        taken, used = 0, 0
-        for size in sizes:
-            if taken >= shots:
-                break
-            taken += size
-            used += 1
-        capacity = sum(sizes[used:]) if taken >= shots else 0
-        return _ClassIndex(pool_index, label, pool.class_names[label], groups, int(members.size), capacity)
+            groups = [members[ids == g] for g in known] + [members[ids < 0]]
+            sizes = np.array([len(g) for g in groups[:-1]] + [1] * len(groups[-1]), dtype=np.int64)
+        images = np.concatenate(groups) if members.size else np.empty(0, dtype=np.int64)
+        starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+        ordered = np.sort(sizes)
+        taken = np.cumsum(ordered)
+        used = int(np.searchsorted(taken, shots)) + 1  # fewest groups giving `shots` images
+        capacity = int(ordered[used:].sum()) if used <= len(ordered) else 0
+        return _ClassIndex(pool_index, label, pool.class_names[label], images, starts, int(members.size), capacity)
+
+    def _gather(self, groups: np.ndarray) -> np.ndarray:
+        """The images of ``groups`` (group indices), group after group, in that order."""
+        if len(self.starts) - 1 == self.n_images:  # one image per group
+            return self.images[groups]
+        if not len(groups):
+            return np.empty(0, dtype=self.images.dtype)
+        return np.concatenate([self.images[self.starts[g] : self.starts[g + 1]] for g in groups])
 
     def draw(self, rng: np.random.Generator, shots: int, queries: int) -> tuple[np.ndarray, np.ndarray]:
-        """Draw ``shots`` support and up to ``queries`` query indices from disjoint groups."""
-        orders = [rng.permutation(len(self.groups)) for _ in range(_RETRIES)]
-        orders.append(np.argsort([len(g) for g in self.groups], kind="stable"))  # always feasible
+        """Draw ``shots`` support and up to ``queries`` query indices from disjoint groups.
+
+        Up to ``_RETRIES`` random group orders are tried (then the smallest groups first, which is
+        always feasible): the first groups of an order give the support, the rest the queries.
+        """
+        sizes = np.diff(self.starts)
+        orders = [rng.permutation(self.n_groups) for _ in range(_RETRIES)]
+        orders.append(np.argsort(sizes, kind="stable"))
         best: tuple[np.ndarray, np.ndarray] | None = None
         for order in orders:
-            support_parts, n_support, cut = [], 0, 0
-            for cut, g in enumerate(order, start=1):
-                support_parts.append(self.groups[g])
-                n_support += len(self.groups[g])
-                if n_support >= shots:
-                    break
-            rest = [self.groups[g] for g in order[cut:]]
-            candidates = np.concatenate(rest) if rest else np.empty(0, dtype=np.int64)
-            support = rng.permutation(np.concatenate(support_parts))[:shots]
-            query = rng.permutation(candidates)[:queries]
+            cut = min(int(np.searchsorted(np.cumsum(sizes[order]), shots)) + 1, len(order))
+            support = rng.permutation(self._gather(order[:cut]))[:shots]
+            query = rng.permutation(self._gather(order[cut:]))[:queries]
             if best is None or query.size > best[1].size:
                 best = (support, query)
             if query.size >= queries:
@@ -224,13 +239,13 @@ class EpisodeSampler:
 
     def _shortfall(self, pool: ImagePool, entry: _ClassIndex) -> str:
         unit = "patients" if pool.groups is not None else "images"
-        if entry.query_capacity == 0 and len(entry.groups) and entry.n_images >= self.shots:
+        if entry.query_capacity == 0 and entry.n_groups and entry.n_images >= self.shots:
             room = f"no query left after {self.shots} group-disjoint shots"
         elif entry.query_capacity == 0:
             room = f"fewer than {self.shots} shots"
         else:
             room = f"at most {entry.query_capacity} group-disjoint queries after {self.shots} shots"
-        return f"class {entry.name!r} of {pool.name!r} has {entry.n_images} images in {len(entry.groups)} {unit} ({room})"
+        return f"class {entry.name!r} of {pool.name!r} has {entry.n_images} images in {entry.n_groups} {unit} ({room})"
 
     # ------------------------------------------------------------------ sampling
     @property

@@ -143,8 +143,7 @@ def normalize_batch(x: torch.Tensor, mode: str = "zscore") -> torch.Tensor:
         )
     if mode == "unit":
         return x
-    mean = x.mean(dim=(2, 3), keepdim=True)
-    std = x.std(dim=(2, 3), keepdim=True, correction=0)
+    std, mean = torch.std_mean(x, dim=(2, 3), keepdim=True, correction=0)  # one pass over the batch
     std = torch.where(std < _STD_EPS, torch.ones_like(std), std)
     return (x - mean) / std
 
