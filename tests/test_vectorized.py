@@ -208,3 +208,31 @@ def test_vectorize_must_be_a_boolean_and_round_trips(name: str) -> None:
 def test_checkpoint_inner_must_be_a_boolean() -> None:
     with pytest.raises(ConfigError, match="checkpoint_inner"):
         build_method("metasgd", backbone(), checkpoint_inner=1)
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_channels_last_runs_the_per_task_loop(channels: int) -> None:
+    """``--channels-last`` (a GPU option) with ``vectorize=True``: vmap's group_norm refuses the layout,
+    so the meta-batch runs task by task and gives the contiguous loop's meta-gradients."""
+    from medfew.training.device import move_episode
+
+    def net() -> nn.Module:
+        return build_backbone("conv4", in_channels=channels, image_size=SIZE, hidden=4)
+
+    fast = build_method("fomaml", net(), vectorize=True, inner_steps=2).train()
+    slow = build_method("fomaml", net(), vectorize=False, inner_steps=2).train()
+    slow.load_state_dict(fast.state_dict())
+    fast.to(memory_format=torch.channels_last)
+    g = torch.Generator().manual_seed(0)
+    episodes = [
+        Episode(torch.randn(6, channels, SIZE, SIZE, generator=g), torch.arange(3).repeat_interleave(2),
+                torch.randn(6, channels, SIZE, SIZE, generator=g), torch.arange(3).repeat_interleave(2), ("a", "b", "c"))
+        for _ in range(2)
+    ]
+    moved = [move_episode(e, torch.device("cpu"), channels_last=True) for e in episodes]
+    assert fast.vectorized_batch(moved) is None
+    assert slow.vectorized_batch(episodes) is None  # vectorize=False
+    assert build_method("fomaml", net(), vectorize=True).vectorized_batch(episodes) is not None
+    a, _ = step_gradients(fast, moved)
+    b, _ = step_gradients(slow, episodes)
+    assert_same_gradients(a, b, atol=1e-5, rtol=1e-4)

@@ -248,11 +248,15 @@ class GradientBasedMethod(FewShotMethod):
 
     def vectorized_batch(self, episodes: Sequence[Episode]) -> TaskBatch | None:
         """The stacked meta-batch when the vectorised path applies (``vectorize``, no checkpointing,
-        one shape, no second order through BatchNorm), else ``None`` (the per-task loop runs)."""
+        one shape, images in the default layout, no second order through BatchNorm), else ``None``
+        (the per-task loop runs)."""
         if not self.vectorize or self.checkpoint_inner or len(episodes) < 2:
             return None
         if self.vectorize == "auto" and episodes[0].support_images.device.type != "cuda":
             return None
+        tensors = (episodes[0].support_images, *self.backbone.parameters())
+        if not all(t.is_contiguous() for t in tensors):
+            return None  # channels-last weights or images: vmap's group_norm refuses the layout (torch 2.13)
         second_order_backbone = not self.first_order and self.inner_params == "all"
         if second_order_backbone and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in self.backbone.modules()):
             return None  # vmap's batch-norm double backward is wrong (module notes)
