@@ -1,7 +1,7 @@
 """Meta-training speed per method (Conv4, 28x28x3, 5-way 5-shot 15-query), and vmap vs per-task loop.
 
     python benchmarks/train_speed.py [--steps 10] [--meta-batch 4] [--methods protonet maml ...]
-                                     [--device cpu|cuda] [--channels-last] [--compile]
+                                     [--device cpu|cuda] [--channels-last] [--compile] [--bf16]
 
 Synthetic episodes of the real shape, so only the method is timed. Prints one line per method; for
 the gradient-based methods it times the vectorised path (``vectorize=True``; the default ``"auto"``
@@ -49,12 +49,13 @@ def build(name: str, args: argparse.Namespace, **options) -> tuple[torch.nn.Modu
     return method, torch.optim.Adam(method.parameters(), lr=1e-3)
 
 
-def one_step(method, optimizer, batch, device: torch.device) -> float:
+def one_step(method, optimizer, batch, device: torch.device, bf16: bool = False) -> float:
     if device.type == "cuda":
         torch.cuda.synchronize()
     t0 = time.perf_counter()
     optimizer.zero_grad(set_to_none=True)
-    method.training_step(batch)
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+        method.training_step(batch)
     optimizer.step()
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -71,6 +72,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--channels-last", action="store_true")
     parser.add_argument("--compile", action="store_true", help="also time torch.compile of the backbone")
+    parser.add_argument("--bf16", action="store_true", help="also time bf16 autocast (on the CPU too)")
     args = parser.parse_args()
     device = torch.device(args.device)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {device}, Conv4 {args.size}x{args.size}x3, "
@@ -82,8 +84,11 @@ def main() -> None:
     print(f"{'method':<12} {'s/step':>8} {'episodes/s':>11} {'loop s/step':>12} {'vmap speed-up':>14}")
     for name in args.methods:
         variants = {"vmap": {"vectorize": True}, "loop": {"vectorize": False}} if name in VECTORISABLE else {"": {}}
+        first = dict(next(iter(variants.values())))  # the variants below differ from the first in one thing
         if args.compile:
-            variants["compiled"] = {}
+            variants["compiled"] = first
+        if args.bf16:
+            variants["bf16"] = first
         runs = {}
         for label, options in variants.items():
             method, optimizer = build(name, args, **options)
@@ -93,7 +98,7 @@ def main() -> None:
         for step, batch in enumerate(batches):  # alternate the variants step by step
             for label, (method, optimizer, times) in list(runs.items()):
                 try:
-                    elapsed = one_step(method, optimizer, batch, device)
+                    elapsed = one_step(method, optimizer, batch, device, bf16=label == "bf16")
                 except Exception as exc:  # torch.compile under torch.func transforms may refuse
                     if label != "compiled":
                         raise
@@ -107,8 +112,9 @@ def main() -> None:
         line = f"{name:<12} {median[main_label]:>8.3f} {args.meta_batch / median[main_label]:>11.1f}"
         if "loop" in median:
             line += f" {median['loop']:>12.3f} {median['loop'] / median['vmap']:>13.2f}x"
-        if "compiled" in median:
-            line += f"   compiled {median['compiled']:.3f} s/step ({median[main_label] / median['compiled']:.2f}x)"
+        for label in ("compiled", "bf16"):
+            if label in median:
+                line += f"   {label} {median[label]:.3f} s/step ({median[main_label] / median[label]:.2f}x)"
         print(line, flush=True)
 
 

@@ -17,7 +17,9 @@ The gradients are *partial* derivatives, as gradient descent on ``(theta, W, b)`
 though the Proto-MAML head is itself a function of ``theta``: the pull-back runs through the
 features only, never through the head's construction. They stay differentiable by ordinary
 autograd, so second-order MAML's outer ``backward`` sees through the inner steps and the head
-initialisation; ``first_order=True`` detaches them (FOMAML, Reptile). ``torch.func.vjp`` composes with
+initialisation. With ``first_order=True`` (FOMAML, Reptile) autograd does not record the inner steps at
+all (``torch.no_grad``; ``torch.func.vjp`` differentiates at its own level regardless), so the outer
+graph holds only the updates, the head initialisation and the query forward. ``torch.func.vjp`` composes with
 ``vmap``, so the same code serves the per-task loop and the vectorised meta-batch.
 
 ``checkpoint=True`` recomputes each inner step during the outer backward instead of keeping its graph
@@ -157,17 +159,18 @@ def adapt_task(
         """
         current, feats = dict(zip(keys, tensors[:-1])), tensors[-1]
         back = pullback
-        if adapt_backbone and back is None:
-            feats, back = vjp(embed, {k: current[k] for k in params})
-        step_logits, *head_and_feature_grads = linear_cross_entropy_grads(
-            feats, current[HEAD_WEIGHT], current[HEAD_BIAS], labels
-        )
-        grad_weight, grad_bias, grad_features = head_and_feature_grads
-        grads = {HEAD_WEIGHT: grad_weight, HEAD_BIAS: grad_bias}
-        if back is not None:
-            grads.update(back(grad_features)[0])
-        if first_order:
-            grads = {k: g.detach() for k, g in grads.items()}
+        # First order: the outer backward needs none of this step's graph (only the update below),
+        # so autograd records nothing here; torch.func.vjp still differentiates at its own level.
+        with contextlib.nullcontext() if not first_order else torch.no_grad():
+            if adapt_backbone and back is None:
+                feats, back = vjp(embed, {k: current[k] for k in params})
+            step_logits, *head_and_feature_grads = linear_cross_entropy_grads(
+                feats, current[HEAD_WEIGHT], current[HEAD_BIAS], labels
+            )
+            grad_weight, grad_bias, grad_features = head_and_feature_grads
+            grads = {HEAD_WEIGHT: grad_weight, HEAD_BIAS: grad_bias}
+            if back is not None:
+                grads.update(back(grad_features)[0])
         return (*(current[k] - lrs[k] * grads[k] for k in keys), step_logits)
 
     logits = linear_logits(features, weight, bias)
