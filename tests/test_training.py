@@ -132,3 +132,31 @@ def test_resume_refuses_a_changed_config(tmp_path: Path) -> None:
     again, backbone = make_method("protonet")
     with pytest.raises(CheckpointError, match=r"different config \(train: None -> \{'lr': 0.1\}\).*--restart"):
         fit(again, sampler(), settings=settings(steps=2), run_dir=tmp_path, checkpoint_meta=changed, progress=False)
+
+
+def test_amp_resolves_per_device() -> None:
+    from medfew.errors import ConfigError
+    from medfew.training.device import resolve_amp
+
+    cpu = torch.device("cpu")
+    assert resolve_amp("auto", cpu) is None and resolve_amp("off", cpu) is None
+    assert resolve_amp("bf16", cpu) is torch.bfloat16  # asked for explicitly: the CPU gets it too
+    with pytest.raises(ConfigError, match="amp must be 'auto', 'off' or 'bf16', got 'fp8'"):
+        resolve_amp("fp8", cpu)
+
+
+@pytest.mark.parametrize("name", ["protonet", "fomaml"])
+def test_bf16_autocast_trains_on_the_cpu(name: str, tmp_path: Path) -> None:
+    """``amp: bf16`` on the CPU: the step runs under bf16 autocast, the weights stay float32 and move."""
+    method, backbone = make_method(name)
+    before = {k: v.clone() for k, v in method.state_dict().items()}
+    seen: list[torch.dtype] = []
+    backbone.blocks[0][0].register_forward_hook(lambda _m, _i, out: seen.append(out.dtype))
+    result = fit(method, sampler(), settings=settings(amp="bf16", steps=3, eval_every=3, checkpoint_every=3),
+                 run_dir=tmp_path, checkpoint_meta=meta(backbone), validate=simple_validate, progress=False)
+    assert result.steps_done == 3
+    assert torch.bfloat16 in seen  # the training convolutions ran in bf16
+    assert all(v.dtype == before[k].dtype for k, v in method.state_dict().items())
+    assert any(not torch.equal(v, before[k]) for k, v in method.state_dict().items())
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert all(torch.isfinite(torch.tensor(r["loss"])) for r in records if "loss" in r)

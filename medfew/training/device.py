@@ -25,12 +25,17 @@ def resolve_device(spec: str = "auto") -> torch.device:
 
 
 def resolve_amp(spec: str, device: torch.device) -> torch.dtype | None:
-    """Autocast dtype: bf16 on CUDA for ``"auto"``/``"bf16"``, none on CPU or for ``"off"``."""
-    if spec == "off" or device.type != "cuda":
+    """Autocast dtype of a training step.
+
+    ``"auto"``: bf16 on CUDA, none on the CPU. ``"bf16"``: bf16 on either (CPUs with AMX or AVX512-BF16
+    run bf16 convolutions faster: ``benchmarks/train_speed.py --bf16`` measured a ProtoNet step 1.38x
+    faster on this project's CPU, the MAML family not faster). ``"off"``: none.
+    """
+    if spec not in ("auto", "off", "bf16"):
+        raise ConfigError(f"amp must be 'auto', 'off' or 'bf16', got {spec!r}")
+    if spec == "off" or (spec == "auto" and device.type != "cuda"):
         return None
-    if spec in ("auto", "bf16"):
-        return torch.bfloat16
-    raise ConfigError(f"amp must be 'auto', 'off' or 'bf16', got {spec!r}")
+    return torch.bfloat16
 
 
 @contextlib.contextmanager
