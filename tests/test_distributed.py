@@ -144,8 +144,8 @@ def test_two_gloo_processes_with_a_resume_reach_the_single_process_weights(two_p
         assert weights.keys() == single.keys()
         for k, v in single.items():
             # the same sums in another order (an all-reduce of two halves): float64 rounding, amplified by
-            # six steps of training (measured: 4e-8 at lr 0.05); a wrong share or weighting moves 1e-3
-            torch.testing.assert_close(weights[k], v, atol=1e-8, rtol=1e-7, msg=lambda m, k=k: f"rank {rank} {k}: {m}")
+            # six steps of training (measured up to 1.4e-8 absolute); a wrong share or weighting moves 1e-3
+            torch.testing.assert_close(weights[k], v, atol=1e-7, rtol=1e-6, msg=lambda m, k=k: f"rank {rank} {k}: {m}")
     init = load_file(str(two_process_runs / name / "init.safetensors"))
     assert any(not torch.equal(init[k], single[k]) for k in single), "training changed nothing"
 
