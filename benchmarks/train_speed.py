@@ -5,8 +5,9 @@
 
 Synthetic episodes of the real shape, so only the method is timed. Prints one line per method; for
 the gradient-based methods it times the vectorised path (``vectorize=True``; the default ``"auto"``
-picks it on CUDA only) and the forced per-task loop (``vectorize=False``) alternately in one run, so their ratio holds on a noisy
-machine. A figure, not a test (no thresholds).
+picks it on CUDA only) and the forced per-task loop (``vectorize=False``) alternately in one run, so
+their ratio holds on a noisy machine; with ``--channels-last`` only the loop (the vectorised path falls
+back to it for that layout). A figure, not a test (no thresholds).
 """
 
 from __future__ import annotations
@@ -84,6 +85,8 @@ def main() -> None:
     print(f"{'method':<12} {'s/step':>8} {'episodes/s':>11} {'loop s/step':>12} {'vmap speed-up':>14}")
     for name in args.methods:
         variants = {"vmap": {"vectorize": True}, "loop": {"vectorize": False}} if name in VECTORISABLE else {"": {}}
+        if args.channels_last and name in VECTORISABLE:  # vmap falls back to the loop for that layout
+            variants = {"loop": {"vectorize": False}}
         first = dict(next(iter(variants.values())))  # the variants below differ from the first in one thing
         if args.compile:
             variants["compiled"] = first
@@ -108,9 +111,9 @@ def main() -> None:
                 if step:  # the first step is warm-up (and compilation)
                     times.append(elapsed)
         median = {label: statistics.median(times) for label, (_, _, times) in runs.items()}
-        main_label = "vmap" if "vmap" in median else ""
+        main_label = next(iter(median))
         line = f"{name:<12} {median[main_label]:>8.3f} {args.meta_batch / median[main_label]:>11.1f}"
-        if "loop" in median:
+        if "loop" in median and "vmap" in median:
             line += f" {median['loop']:>12.3f} {median['loop'] / median['vmap']:>13.2f}x"
         for label in ("compiled", "bf16"):
             if label in median:

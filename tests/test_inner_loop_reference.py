@@ -21,8 +21,9 @@ from medfew.models import build_backbone
 WAYS, SHOTS, QUERIES, SIZE = 3, 2, 2, 16
 
 
-def reference_inner_loop(net, params, images, labels, *, steps, lr, first_order, head_init, adapt_backbone):
-    """Plain gradient descent on ``(theta, W, b)`` with ``torch.func.grad`` of the whole inner loss."""
+def reference_inner_loop(net, params, images, labels, *, steps, lrs, first_order, head_init, adapt_backbone):
+    """Plain gradient descent on ``(theta, W, b)`` with ``torch.func.grad`` of the whole inner loss
+    (``lrs``: a learning rate, float or tensor, per adapted name)."""
 
     def embed(p):
         return functional_call(net, p, (images,))
@@ -39,7 +40,7 @@ def reference_inner_loop(net, params, images, labels, *, steps, lr, first_order,
         grads = torch.func.grad(loss_fn)(fast)
         if first_order:
             grads = {k: g.detach() for k, g in grads.items()}
-        fast = {k: fast[k] - lr * grads[k] for k in fast}
+        fast = {k: fast[k] - lrs[k] * grads[k] for k in fast}
     return {k: fast.get(k, params[k]) for k in params}, fast[HEAD_WEIGHT], fast[HEAD_BIAS], loss_fn(fast)
 
 
@@ -54,12 +55,13 @@ def task():
 @pytest.mark.parametrize("head_init", ["proto", "zero"])
 @pytest.mark.parametrize("adapt_backbone", [True, False])
 @pytest.mark.parametrize("checkpoint", [False, True])
-def test_inner_loop_matches_the_reference(first_order, head_init, adapt_backbone, checkpoint) -> None:
+@pytest.mark.parametrize("steps", [0, 3])
+def test_inner_loop_matches_the_reference(first_order, head_init, adapt_backbone, checkpoint, steps) -> None:
     torch.manual_seed(0)
     net = build_backbone("conv4", in_channels=1, image_size=SIZE, hidden=4).double()
     params = dict(net.named_parameters())
     support, labels, query, query_labels = task()
-    lr, steps = 0.3, 3
+    lrs = dict.fromkeys([*params, HEAD_WEIGHT, HEAD_BIAS], 0.3)
 
     def meta_gradients(adapted_backbone, weight, bias):
         logits = linear_logits(functional_call(net, adapted_backbone, (query,)), weight, bias)
@@ -69,11 +71,11 @@ def test_inner_loop_matches_the_reference(first_order, head_init, adapt_backbone
         return [p.grad.clone() for p in params.values()]
 
     ref_backbone, ref_weight, ref_bias, _ = reference_inner_loop(
-        net, params, support, labels, steps=steps, lr=lr, first_order=first_order,
+        net, params, support, labels, steps=steps, lrs=lrs, first_order=first_order,
         head_init=head_init, adapt_backbone=adapt_backbone,
     )
     out = adapt_task(
-        net, params, {}, support, labels, WAYS, steps=steps, lrs=dict.fromkeys([*params, HEAD_WEIGHT, HEAD_BIAS], lr),
+        net, params, {}, support, labels, WAYS, steps=steps, lrs=lrs,
         first_order=first_order, head_init=head_init, adapt_backbone=adapt_backbone, checkpoint=checkpoint,
     )
     torch.testing.assert_close(out.head_weight, ref_weight, rtol=1e-9, atol=1e-11)
@@ -82,7 +84,8 @@ def test_inner_loop_matches_the_reference(first_order, head_init, adapt_backbone
         torch.testing.assert_close(out.backbone[k], ref_backbone[k], rtol=1e-9, atol=1e-11)
     expected = meta_gradients(ref_backbone, ref_weight, ref_bias)
     got = meta_gradients(out.backbone, out.head_weight, out.head_bias)
-    assert any(float(g.abs().max()) > 1e-6 for g in expected)
+    if steps or head_init == "proto":  # (a zero head before any step scores every query alike: no gradient)
+        assert any(float(g.abs().max()) > 1e-6 for g in expected)
     for k, e, g in zip(params, expected, got):
         torch.testing.assert_close(g, e, rtol=1e-7, atol=1e-10, msg=lambda m, k=k: f"{k}: {m}")
 
@@ -98,3 +101,31 @@ def test_linear_cross_entropy_grads_match_autograd() -> None:
     torch.testing.assert_close(logits, linear_logits(features, weight, bias))
     for got, want in zip((dw, db, df), expected):
         torch.testing.assert_close(got, want)
+
+
+@pytest.mark.parametrize("first_order", [False, True])
+def test_learnt_learning_rates_get_the_reference_meta_gradient(first_order: bool) -> None:
+    """Meta-SGD: tensor learning rates (per scalar of every adapted tensor) are meta-parameters too."""
+    torch.manual_seed(0)
+    net = build_backbone("conv4", in_channels=1, image_size=SIZE, hidden=4).double()
+    params = dict(net.named_parameters())
+    support, labels, query, query_labels = task()
+    shapes = {**{k: v.shape for k, v in params.items()}, HEAD_WEIGHT: (1, net.feature_dim), HEAD_BIAS: (1,)}
+    g = torch.Generator().manual_seed(5)
+    lrs = {k: (0.1 + 0.2 * torch.rand(shape, generator=g, dtype=torch.float64)).requires_grad_() for k, shape in shapes.items()}
+
+    def meta_gradients(backbone, weight, bias):
+        loss = F.cross_entropy(linear_logits(functional_call(net, backbone, (query,)), weight, bias), query_labels)
+        return torch.autograd.grad(loss, [*params.values(), *lrs.values()])
+
+    ref = reference_inner_loop(net, params, support, labels, steps=2, lrs=lrs, first_order=first_order,
+                               head_init="proto", adapt_backbone=True)
+    out = adapt_task(net, params, {}, support, labels, WAYS, steps=2, lrs=lrs, first_order=first_order)
+    expected, got = meta_gradients(*ref[:3]), meta_gradients(out.backbone, out.head_weight, out.head_bias)
+    names = [*params, *(f"lr of {k}" for k in lrs)]
+    # every rate moves the query loss, except those of the conv biases: GroupNorm with one channel per
+    # group (hidden=4) subtracts them again, so their gradients are ~1e-33
+    moved = {k: float(e.abs().max()) > 1e-9 for k, e in zip(lrs, expected[len(params):])}
+    assert moved == {k: not k.endswith(".0.bias") for k in lrs}
+    for k, e, o in zip(names, expected, got):
+        torch.testing.assert_close(o, e, rtol=1e-7, atol=1e-10, msg=lambda m, k=k: f"{k}: {m}")

@@ -196,27 +196,43 @@ def _reference_draw(groups: list, rng, shots: int, queries: int):
     return best
 
 
-@pytest.mark.parametrize("grouped", [False, True])
+def _reference_capacity(groups: list, shots: int) -> int:
+    """Queries left after the least wasteful group-disjoint support draw, as the plain loop counted them."""
+    sizes = sorted(len(g) for g in groups)
+    taken, used = 0, 0
+    for size in sizes:
+        if taken >= shots:
+            break
+        taken += size
+        used += 1
+    return sum(sizes[used:]) if taken >= shots else 0
+
+
+@pytest.mark.parametrize("grouping", ["none", "patients", "one_image_per_patient"])
 @pytest.mark.parametrize(("shots", "queries"), [(1, 3), (3, 5), (2, 40)])
-def test_vectorised_draw_matches_the_plain_loop(grouped: bool, shots: int, queries: int) -> None:
+def test_vectorised_draw_matches_the_plain_loop(grouping: str, shots: int, queries: int) -> None:
     import numpy as np
 
     from medfew.data.sampler import _ClassIndex
 
-    pool = make_pool([25, 9, 40], groups_per_class=4 if grouped else None)
-    if grouped:  # some images without a patient id: each is its own group
+    counts = [25, 9, 40, 0, 2]  # an empty class and one too small for most draws
+    pool = make_pool(counts, groups_per_class={"none": None, "patients": 4, "one_image_per_patient": 100}[grouping])
+    if grouping == "patients":  # some images without a patient id: each is its own group
         pool = ImagePool(images=pool.images, labels=pool.labels, class_names=pool.class_names, name="toy",
                          groups=torch.where(torch.arange(len(pool)) % 7 == 0, -1, pool.groups))
-    for label in range(3):
+    for label, count in enumerate(counts):
         entry = _ClassIndex.build(0, pool, label, shots)
         members = np.flatnonzero(pool.labels.numpy() == label)
-        if grouped:
+        if grouping != "none":
             ids = pool.groups.numpy()[members]
             groups = [members[ids == g] for g in sorted(set(ids[ids >= 0].tolist()))]
             groups += [members[i : i + 1] for i in np.flatnonzero(ids < 0)]
         else:
             groups = [members[i : i + 1] for i in range(members.size)]
-        assert entry.n_groups == len(groups)
+        assert entry.n_groups == len(groups) and entry.n_images == count
+        assert entry.query_capacity == _reference_capacity(groups, shots)
+        if count < shots:
+            continue  # the sampler never draws from such a class
         for seed in range(20):
             got = entry.draw(np.random.default_rng(seed), shots, queries)
             want = _reference_draw(groups, np.random.default_rng(seed), shots, queries)

@@ -141,6 +141,9 @@ def test_amp_resolves_per_device() -> None:
     cpu = torch.device("cpu")
     assert resolve_amp("auto", cpu) is None and resolve_amp("off", cpu) is None
     assert resolve_amp("bf16", cpu) is torch.bfloat16  # asked for explicitly: the CPU gets it too
+    cuda = torch.device("cuda")  # resolving needs no GPU
+    assert resolve_amp("auto", cuda) is torch.bfloat16 and resolve_amp("bf16", cuda) is torch.bfloat16
+    assert resolve_amp("off", cuda) is None
     with pytest.raises(ConfigError, match="amp must be 'auto', 'off' or 'bf16', got 'fp8'"):
         resolve_amp("fp8", cpu)
 
@@ -158,5 +161,6 @@ def test_bf16_autocast_trains_on_the_cpu(name: str, tmp_path: Path) -> None:
     assert torch.bfloat16 in seen  # the training convolutions ran in bf16
     assert all(v.dtype == before[k].dtype for k, v in method.state_dict().items())
     assert any(not torch.equal(v, before[k]) for k, v in method.state_dict().items())
-    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
-    assert all(torch.isfinite(torch.tensor(r["loss"])) for r in records if "loss" in r)
+    losses = [json.loads(line)["loss"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()
+              if "loss" in json.loads(line)]
+    assert len(losses) == 3 and all(torch.isfinite(torch.tensor(losses)))

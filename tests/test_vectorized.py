@@ -236,3 +236,16 @@ def test_channels_last_runs_the_per_task_loop(channels: int) -> None:
     a, _ = step_gradients(fast, moved)
     b, _ = step_gradients(slow, episodes)
     assert_same_gradients(a, b, atol=1e-5, rtol=1e-4)
+
+
+def test_first_order_checkpointing_keeps_the_vectorised_path() -> None:
+    """First-order inner steps store no graph, so ``checkpoint_inner`` changes nothing there: FOMAML keeps
+    ``vmap`` and its meta-gradients; second-order MAML with checkpointing runs the per-task loop."""
+    episodes = [episode(s) for s in range(2)]
+    plain, ckpt = (build_method("fomaml", backbone(), vectorize=True, checkpoint_inner=c).train() for c in (False, True))
+    ckpt.load_state_dict(plain.state_dict())
+    assert ckpt.vectorized_batch(episodes) is not None
+    assert build_method("maml", backbone(), vectorize=True, checkpoint_inner=True).vectorized_batch(episodes) is None
+    a, _ = step_gradients(plain, episodes)
+    b, _ = step_gradients(ckpt, episodes)
+    assert_same_gradients(a, b, atol=0, rtol=0)

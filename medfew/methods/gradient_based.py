@@ -14,8 +14,10 @@ batched over tasks differs from the per-task one by ~3e-2 in float64, while firs
 Meta-training is vectorised: when the episodes of a meta-batch share one shape (the usual case),
 their inner loops run as one ``torch.func.vmap`` over the stacked tasks, and the outer ``backward``
 differentiates through all of them at once (second order stays exact). Episodes of different shapes,
-``vectorize=False`` or ``checkpoint_inner=True`` (see :mod:`medfew.methods.inner_loop`) run the
-plain per-task loop, which gives the same meta-gradients up to float rounding.
+``vectorize=False``, ``vectorize="auto"`` on the CPU, channels-last weights or images (``vmap``'s
+``group_norm`` refuses that layout) and second-order ``checkpoint_inner=True`` (see
+:mod:`medfew.methods.inner_loop`) run the plain per-task loop, which gives the same meta-gradients up to
+float rounding.
 """
 
 from __future__ import annotations
@@ -128,7 +130,8 @@ class GradientBasedMethod(FewShotMethod):
             measured the loop faster (Conv4 28x28, meta-batch 4: FOMAML 5 steps 1.14 s against 1.45 s,
             MAML 2.10 s against 2.67 s per meta-iteration, 2 threads).
         checkpoint_inner: Recompute the inner steps in the outer backward instead of storing them
-            (memory of one inner step instead of ``inner_steps``); implies the per-task loop.
+            (memory of one inner step instead of ``inner_steps``); second order only (first-order
+            steps store no graph, so it changes nothing there); implies the per-task loop.
     """
 
     first_order: bool = True
@@ -250,7 +253,7 @@ class GradientBasedMethod(FewShotMethod):
         """The stacked meta-batch when the vectorised path applies (``vectorize``, no checkpointing,
         one shape, images in the default layout, no second order through BatchNorm), else ``None``
         (the per-task loop runs)."""
-        if not self.vectorize or self.checkpoint_inner or len(episodes) < 2:
+        if not self.vectorize or (self.checkpoint_inner and not self.first_order) or len(episodes) < 2:
             return None
         if self.vectorize == "auto" and episodes[0].support_images.device.type != "cuda":
             return None

@@ -10,8 +10,9 @@ respect to the linear head and to the features have the closed form of
 :func:`linear_cross_entropy_grads`, and the backbone gradient is the vector-Jacobian product of the
 features with that feature gradient. The first step reuses the forward that initialised the
 Proto-MAML head (``W = 2 P(f_theta(x))``), so ``steps`` inner steps cost ``steps`` support forwards,
-not ``steps + 1``, and a meta-iteration runs exactly the operators of learn2learn's MAML (same count of
-every convolution, pooling and norm kernel; ``docs/benchmarks.md`` has the figures before and after).
+not ``steps + 1``: a second-order meta-iteration runs the same kernels as learn2learn's MAML (the same
+count of every convolution, pooling and norm kernel; ``docs/benchmarks.md`` has the figures before and
+after).
 
 The gradients are *partial* derivatives, as gradient descent on ``(theta, W, b)`` needs, even
 though the Proto-MAML head is itself a function of ``theta``: the pull-back runs through the
@@ -126,12 +127,15 @@ def adapt_task(
         steps: Number of inner steps (``0`` returns the initial head).
         lrs: Learning rate per adapted tensor name: backbone parameter names, :data:`HEAD_WEIGHT`,
             :data:`HEAD_BIAS`; floats or tensors broadcastable to the parameter (Meta-SGD).
-        first_order: Detach the inner gradients (FOMAML, Reptile).
+        first_order: Ignore second-order terms (FOMAML, Reptile): autograd records no inner step, only
+            the updates, so the inner gradients are constants to the outer backward (and the returned
+            ``loss`` / ``logits`` are detached once ``steps > 0``).
         head_init: ``"proto"`` or ``"zero"``.
         adapt_backbone: Adapt the backbone parameters too (``inner_params="all"``) or only the head
             (the support features are then computed once, from ``params``).
         checkpoint: Recompute every inner step in the outer backward instead of storing its graph
-            (only where autograd records the loop; not under ``vmap``, see the module notes).
+            (second order only: first-order steps keep no graph; not under ``vmap``, see the module
+            notes).
 
     Returns:
         The adapted :class:`TaskParams`.
@@ -174,7 +178,9 @@ def adapt_task(
         return (*(current[k] - lrs[k] * grads[k] for k in keys), step_logits)
 
     logits = linear_logits(features, weight, bias)
-    recompute = checkpoint and torch.is_grad_enabled() and any(v.requires_grad for v in fast.values())
+    recompute = (
+        checkpoint and not first_order and torch.is_grad_enabled() and any(v.requires_grad for v in fast.values())
+    )
     if recompute:
         pullback = None
     for _ in range(steps):

@@ -40,7 +40,8 @@ class MAML(GradientBasedMethod):
         vectorize: ``True``: ``vmap`` the inner loops of a meta-batch of one shape; ``False``: the
             per-task loop; ``"auto"`` (default): ``vmap`` on CUDA, the loop on the CPU (see
             :class:`~medfew.methods.gradient_based.GradientBasedMethod`).
-        checkpoint_inner: Recompute the inner steps in the outer backward (less memory, per-task loop).
+        checkpoint_inner: Recompute the inner steps in the outer backward (less memory, per-task loop;
+            second order only).
     """
 
     def __init__(

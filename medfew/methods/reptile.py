@@ -40,7 +40,8 @@ class Reptile(GradientBasedMethod):
         inner_lr: Inner SGD learning rate.
         head: ``"proto"`` or ``"zero"``.
         vectorize: ``True``: ``vmap`` the inner loops of a meta-batch of one shape; ``False``: loop per
-            task; ``"auto"`` (default): ``vmap`` on CUDA, the loop on the CPU.
+            task; ``"auto"`` (default): ``vmap`` on CUDA, the loop on the CPU (and the loop for channels-last
+            weights or images, see :class:`~medfew.methods.gradient_based.GradientBasedMethod`).
     """
 
     first_order = True

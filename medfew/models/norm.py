@@ -6,7 +6,7 @@ Why ``"group"`` is every backbone's default:
   depend on the other images of its batch. GroupNorm, InstanceNorm and no normalisation compute
   statistics per image, in train and eval mode alike. BatchNorm is batch-independent only in eval
   mode, with running statistics.
-* **torch.func.** The MAML family runs the backbone through ``functional_call`` / ``grad`` / ``vmap``.
+* **torch.func.** The MAML family runs the backbone through ``functional_call`` / ``vjp`` / ``vmap``.
   BatchNorm with running statistics updates its buffers in place, which ``vmap`` refuses and which
   leaks one task's statistics into the next; the usual workaround (``track_running_stats=False``)
   makes predictions batch-dependent. Per-image norms have no buffers and work under every transform.

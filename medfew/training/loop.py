@@ -233,7 +233,8 @@ def _rng_state() -> dict[str, Any]:
     return state
 
 
-_RESUMABLE_CHANGES = {"train.device", "train.amp"}  # where a run executes, not what it computes
+# where a run executes; train.amp also changes the rounding (bf16), which a resumed run may accept
+_RESUMABLE_CHANGES = {"train.device", "train.amp"}
 
 
 def _config_changes(saved: dict[str, Any], current: dict[str, Any], prefix: str = "") -> list[str]:
