@@ -168,10 +168,9 @@ def adapt_task(
         with contextlib.nullcontext() if not first_order else torch.no_grad():
             if adapt_backbone and back is None:
                 feats, back = vjp(embed, {k: current[k] for k in params})
-            step_logits, *head_and_feature_grads = linear_cross_entropy_grads(
+            step_logits, grad_weight, grad_bias, grad_features = linear_cross_entropy_grads(
                 feats, current[HEAD_WEIGHT], current[HEAD_BIAS], labels
             )
-            grad_weight, grad_bias, grad_features = head_and_feature_grads
             grads = {HEAD_WEIGHT: grad_weight, HEAD_BIAS: grad_bias}
             if back is not None:
                 grads.update(back(grad_features)[0])
