@@ -71,7 +71,7 @@ class _ClassIndex:
 
     def _gather(self, groups: np.ndarray) -> np.ndarray:
         """The images of ``groups`` (group indices), group after group, in that order."""
-        if len(self.starts) - 1 == self.n_images:  # one image per group
+        if self.n_groups == self.n_images:  # one image per group
             return self.images[groups]
         if not len(groups):
             return np.empty(0, dtype=self.images.dtype)
