@@ -56,9 +56,17 @@ class AdaptedModel(ABC):
 
 
 class FewShotMethod(nn.Module, ABC):
-    """Base class of all methods. Subclasses set ``name`` and implement ``adapt`` and ``episode_loss``."""
+    """Base class of all methods. Subclasses set ``name`` and implement ``adapt`` and ``episode_loss``.
+
+    Attributes:
+        temperature: Logit temperature ``T > 0`` fitted on validation episodes of the meta-train
+            domains (a checkpoint's ``calibration``); calibrated probabilities are
+            ``softmax(logits / T)``. ``adapt``/``predict`` return raw logits; evaluation and the
+            clinician session divide by it. 1.0 means uncalibrated.
+    """
 
     name: str = ""
+    temperature: float = 1.0
 
     def __init__(self, backbone: nn.Module) -> None:
         super().__init__()
@@ -92,6 +100,34 @@ class FewShotMethod(nn.Module, ABC):
             accuracies.append((logits.argmax(-1) == episode.query_labels).float().mean().detach())
         return StepOutput(loss=torch.stack(losses).mean(), accuracy=torch.stack(accuracies).mean())
 
+    def leave_one_out_logits(self, support_images: torch.Tensor, support_labels: torch.Tensor) -> torch.Tensor:
+        """Score every support image with the model adapted to all the *other* support images.
+
+        The nonconformity scores of conformal prediction sets come from these. This default runs one
+        ``adapt`` per image; methods whose adaptation reads fixed features override it with a
+        cheaper exact equivalent.
+
+        Args:
+            support_images: ``(S, C, H, W)`` float32.
+            support_labels: ``(S,)`` int64 in ``[0, N)``; every class needs at least 2 images.
+
+        Returns:
+            ``(S, N)`` raw logits (not divided by :attr:`temperature`), detached.
+
+        Raises:
+            EpisodeError: A class with fewer than 2 images (it would vanish when its image is left out).
+        """
+        n_classes = support_classes(support_images, support_labels)
+        check_leave_one_out(support_labels, n_classes)
+        rows = []
+        for i in range(support_labels.shape[0]):
+            keep = torch.arange(support_labels.shape[0], device=support_labels.device) != i
+            with torch.enable_grad():  # MAML-family methods take gradient steps inside adapt
+                adapted = self.adapt(support_images[keep], support_labels[keep])
+            with torch.no_grad():
+                rows.append(adapted.predict(support_images[i : i + 1]).detach())
+        return torch.cat(rows)
+
     def hyperparameters(self) -> dict:
         """JSON-serialisable hyperparameters, saved in checkpoints and rebuilt by the registry."""
         return {}
@@ -123,3 +159,18 @@ def support_classes(support_images: torch.Tensor, support_labels: torch.Tensor) 
             f"support labels must cover every class 0..N-1 with N >= 2, got counts {counts.tolist()}"
         )
     return len(counts)
+
+
+def check_leave_one_out(support_labels: torch.Tensor, n_classes: int) -> None:
+    """Refuse a support set in which leaving one image out could empty a class.
+
+    Raises:
+        EpisodeError: Naming the classes with fewer than 2 images.
+    """
+    counts = torch.bincount(support_labels, minlength=n_classes).tolist()
+    small = [c for c, n in enumerate(counts) if n < 2]
+    if small:
+        raise EpisodeError(
+            f"leave-one-out needs at least 2 support images per class; classes {small} have "
+            f"{[counts[c] for c in small]}"
+        )

@@ -57,6 +57,12 @@ class CheckpointInfo:
     metrics: dict[str, Any] = field(default_factory=dict)
     medfew_version: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    calibration: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def temperature(self) -> float:
+        """The fitted logit temperature (1.0 when the checkpoint was never calibrated)."""
+        return float(self.calibration.get("temperature", 1.0))
 
     @property
     def name(self) -> str:
@@ -85,6 +91,7 @@ def save_checkpoint(
     config: dict[str, Any] | None = None,
     metrics: dict[str, Any] | None = None,
     extra: dict[str, Any] | None = None,
+    calibration: dict[str, Any] | None = None,
 ) -> Path:
     """Write ``path`` (``.safetensors``) and its ``.json`` sidecar atomically; return the weights path."""
     weights = Path(path).with_suffix(".safetensors")
@@ -101,6 +108,7 @@ def save_checkpoint(
         "config": config or {},
         "metrics": metrics or {},
         "extra": extra or {},
+        "calibration": calibration or {},
         "weights_sha256": sha256_file(weights),
     }
     atomic_write_bytes(weights.with_suffix(".json"), json.dumps(sidecar, indent=2, sort_keys=True).encode())
@@ -174,9 +182,23 @@ def read_checkpoint_info(spec: str | Path) -> CheckpointInfo:
             metrics=dict(raw.get("metrics", {})),
             medfew_version=str(raw.get("medfew_version", "")),
             extra=dict(raw.get("extra", {})),
+            calibration=_calibration(raw.get("calibration", {}), sidecar_path),
         )
     except (KeyError, TypeError, AttributeError) as exc:
         raise CheckpointError(f"{sidecar_path}: malformed sidecar ({exc!r})") from exc
+
+
+def _calibration(raw: Any, sidecar_path: Path) -> dict[str, Any]:
+    """Validate the sidecar's ``calibration`` block (a finite, positive ``temperature`` if present)."""
+    import math
+
+    if not isinstance(raw, dict):
+        raise CheckpointError(f"{sidecar_path}: 'calibration' must be a JSON object")
+    if "temperature" in raw:
+        t = raw["temperature"]
+        if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or t <= 0:
+            raise CheckpointError(f"{sidecar_path}: calibration temperature must be a finite number > 0, got {t!r}")
+    return dict(raw)
 
 
 def _check_safetensors_header(path: Path) -> None:
@@ -240,5 +262,6 @@ def load_checkpoint(
             f"missing {missing[:5]}, unexpected {unexpected[:5]}, shapes {shapes[:5]}"
         )
     method.load_state_dict(state, strict=True)
+    method.temperature = info.temperature
     method.to(map_location).eval()
     return method, info
