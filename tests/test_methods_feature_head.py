@@ -153,7 +153,7 @@ def test_checkpoints_saved_before_the_head_existed_load_with_the_prototype_head(
 @pytest.mark.parametrize(
     ("hp", "match"),
     [
-        ({"head": "logreg"}, r"protonet: head must be one of \['prototype', 'logistic'\], got 'logreg'"),
+        ({"head": "logreg"}, r"protonet: head must be one of \['prototype', 'logistic', 'finetune'\], got 'logreg'"),
         ({"head": "Logistic"}, r"got 'Logistic' \(did you mean 'logistic'\?\)"),
         ({"head": "logistic", "head_c": 0}, r"protonet: head_c must be a finite number > 0, got 0"),
         ({"head_c": float("inf")}, r"protonet: head_c must be a finite number > 0, got inf"),

@@ -12,7 +12,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from medfew.data.episode import Episode
-from medfew.methods.base import AdaptedModel, FewShotMethod, support_classes
+from medfew.methods.base import AdaptedModel, FewShotMethod, check_leave_one_out, support_classes
+from medfew.methods.finetune import FineTuneSettings, finetune_blocks, finetune_head, flipped
 from medfew.methods.functional import (
     FEATURE_TRANSFORMS,
     linear_logits,
@@ -41,6 +42,18 @@ class _TransformedFeatureClassifier(AdaptedModel):
         """``(M, C, H, W) -> (M, D)`` transformed features (the space the classifier lives in)."""
         return transform_features(self.backbone(images), self.feature_transform, self.centre)
 
+    def predict(self, query_images: torch.Tensor) -> torch.Tensor:
+        """``(M, C, H, W) -> (M, N)`` logits (differentiable with respect to the images)."""
+        return self.score(self.embed(query_images))
+
+    def predict_features(self, features: torch.Tensor) -> torch.Tensor:
+        """``(M, D)`` raw backbone features -> ``(M, N)`` logits (the same as ``predict`` on their images)."""
+        return self.score(transform_features(features, self.feature_transform, self.centre))
+
+    def score(self, embedded: torch.Tensor) -> torch.Tensor:
+        """``(M, D)`` transformed features -> ``(M, N)`` logits."""
+        raise NotImplementedError
+
 
 class PrototypeClassifier(_TransformedFeatureClassifier):
     """Scores queries by ``-scale * ||t(f(x)) - p_c||^2`` against the (transformed) class means.
@@ -63,12 +76,12 @@ class PrototypeClassifier(_TransformedFeatureClassifier):
         self.scale = scale
         self.n_classes = int(prototypes.shape[0])
 
-    def predict(self, query_images: torch.Tensor) -> torch.Tensor:
-        """``(M, C, H, W) -> (M, N)`` logits."""
-        return -self.scale * squared_euclidean(self.embed(query_images), self.prototypes)
+    def score(self, embedded: torch.Tensor) -> torch.Tensor:
+        """``(M, D) -> (M, N)`` logits ``-scale * ||t(f(x)) - p_c||^2``."""
+        return -self.scale * squared_euclidean(embedded, self.prototypes)
 
 
-HEADS: tuple[str, ...] = ("prototype", "logistic")
+HEADS: tuple[str, ...] = ("prototype", "logistic", "finetune")
 
 
 class LinearHeadClassifier(_TransformedFeatureClassifier):
@@ -93,9 +106,9 @@ class LinearHeadClassifier(_TransformedFeatureClassifier):
         self.bias = bias
         self.n_classes = int(weight.shape[0])
 
-    def predict(self, query_images: torch.Tensor) -> torch.Tensor:
-        """``(M, C, H, W) -> (M, N)`` logits (differentiable with respect to the images)."""
-        return linear_logits(self.embed(query_images), self.weight, self.bias)
+    def score(self, embedded: torch.Tensor) -> torch.Tensor:
+        """``(M, D) -> (M, N)`` logits ``t(f(x)) @ W.T + b``."""
+        return linear_logits(embedded, self.weight, self.bias)
 
 
 def fit_logistic_head(
@@ -143,14 +156,22 @@ class ProtoNet(FewShotMethod):
     fitted head on normalised meta-trained features transfers better than the nearest prototype).
     Meta-training always uses the prototype read-out (``episode_loss``), so ``head`` is a test-time
     option that fits any trained ProtoNet checkpoint (``--method-option head=logistic``).
+    ``"finetune"`` starts a linear head from the scaled prototypes and fine-tunes it (and, with
+    ``finetune_depth > 0``, the top backbone blocks) on the support set and its flipped copies
+    (:mod:`medfew.methods.finetune`).
 
     Args:
         backbone: ``(B, C, H, W) -> (B, D)`` encoder.
         feature_transform: ``"none" | "l2" | "cl2"``.
         scale: Logit scale; ``None`` means 1 for ``"none"`` and 10 otherwise.
         learn_scale: Meta-learn the scale (stored as a log-scale parameter).
-        head: ``"prototype" | "logistic"`` read-out of ``adapt``.
+        head: ``"prototype" | "logistic" | "finetune"`` read-out of ``adapt``.
         head_c: Inverse L2-regularisation strength of the logistic head (scikit-learn ``C``).
+        finetune_steps: Adam steps of the ``"finetune"`` head.
+        finetune_lr: Its learning rate.
+        finetune_depth: Top backbone blocks fine-tuned with it (0: the head alone, on fixed features).
+        finetune_flip: Add flipped support scans as training points.
+        finetune_scale: Logit scale of its prototype initialisation.
     """
 
     def __init__(
@@ -162,6 +183,11 @@ class ProtoNet(FewShotMethod):
         learn_scale: bool = False,
         head: str = "prototype",
         head_c: float = 1.0,
+        finetune_steps: int = 50,
+        finetune_lr: float = 0.01,
+        finetune_depth: int = 0,
+        finetune_flip: bool = True,
+        finetune_scale: float = 10.0,
     ) -> None:
         super().__init__(backbone)
         self.feature_transform = check_choice(self.name, "feature_transform", feature_transform, FEATURE_TRANSFORMS)
@@ -176,6 +202,14 @@ class ProtoNet(FewShotMethod):
             self.register_buffer("log_scale", log_scale)
         self.head = check_choice(self.name, "head", head, HEADS)
         self.head_c = check_positive(self.name, "head_c", head_c)
+        self.finetune = FineTuneSettings.checked(
+            self.name, steps=finetune_steps, lr=finetune_lr, depth=finetune_depth, flip=finetune_flip,
+            scale=finetune_scale,
+        )
+
+    @property
+    def _flips(self) -> bool:
+        return self.head == "finetune" and self.finetune.flip
 
     def adapt(
         self, support_images: torch.Tensor, support_labels: torch.Tensor
@@ -187,26 +221,78 @@ class ProtoNet(FewShotMethod):
             support_labels: ``(N*K,)`` int64 in ``[0, N)``.
 
         Returns:
-            The prototype classifier (differentiable, for meta-training) or, for ``head="logistic"``,
-            a linear head fitted on the detached support features.
+            The prototype classifier (differentiable, for meta-training) or, for ``head="logistic"``
+            and ``"finetune"``, a linear head fitted on the detached support features.
         """
         if self.head == "prototype":
             return self.prototype_classifier(support_images, support_labels)
         n_classes = support_classes(support_images, support_labels)
+        if self.head == "finetune" and self.finetune.depth > 0:
+            backbone, weight, bias, centre = finetune_blocks(
+                self.backbone, support_images, support_labels, n_classes, self.finetune, self.feature_transform
+            )
+            return LinearHeadClassifier(backbone, weight, bias, self.feature_transform, centre)
+        raw, mirrored = self._support_features(support_images)
+        return self._fitted_head(raw, mirrored, support_labels, n_classes)
+
+    def _support_features(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``(S, C, H, W)`` -> raw features ``(S, D)`` and those of the flipped images (or ``None``)."""
         with torch.no_grad():
-            features = self.backbone(support_images)
-            centre = features.mean(0) if self.feature_transform == "cl2" else None
-            features = transform_features(features, self.feature_transform, centre)
-        weight, bias = fit_logistic_head(features, support_labels, n_classes, c=self.head_c)
+            raw = self.backbone(images)
+            mirrored = self.backbone(flipped(images)) if self._flips else None
+        return raw, mirrored
+
+    def _fitted_head(
+        self, raw: torch.Tensor, mirrored: torch.Tensor | None, labels: torch.Tensor, n_classes: int
+    ) -> PrototypeClassifier | LinearHeadClassifier:
+        """The configured read-out fitted on fixed support features ``(S, D)`` (``mirrored``: flipped copies)."""
+        if self.head == "prototype":
+            return self._prototype_head(raw, labels, n_classes)
+        centre = raw.mean(0) if self.feature_transform == "cl2" else None
+        features = transform_features(raw, self.feature_transform, centre)
+        if self.head == "logistic":
+            weight, bias = fit_logistic_head(features, labels, n_classes, c=self.head_c)
+        else:
+            if mirrored is not None:
+                features = torch.cat([features, transform_features(mirrored, self.feature_transform, centre)])
+                labels = torch.cat([labels, labels])
+            weight, bias = finetune_head(features, labels, n_classes, self.finetune)
         return LinearHeadClassifier(self.backbone, weight, bias, self.feature_transform, centre)
+
+    def leave_one_out_logits(self, support_images: torch.Tensor, support_labels: torch.Tensor) -> torch.Tensor:
+        """Exact leave-one-out logits from features computed once (the backbone is fixed at test time).
+
+        Falls back to one ``adapt`` per image when the top blocks are fine-tuned (``finetune_depth > 0``).
+
+        Args:
+            support_images: ``(S, C, H, W)``.
+            support_labels: ``(S,)`` int64 in ``[0, N)``; every class needs at least 2 images.
+
+        Returns:
+            ``(S, N)`` raw logits, detached.
+        """
+        if self.head == "finetune" and self.finetune.depth > 0:
+            return super().leave_one_out_logits(support_images, support_labels)
+        n_classes = support_classes(support_images, support_labels)
+        check_leave_one_out(support_labels, n_classes)
+        raw, mirrored = self._support_features(support_images)
+        rows = []
+        for i in range(support_labels.shape[0]):
+            keep = torch.arange(support_labels.shape[0], device=support_labels.device) != i
+            head = self._fitted_head(raw[keep], None if mirrored is None else mirrored[keep], support_labels[keep], n_classes)
+            with torch.no_grad():
+                rows.append(head.predict_features(raw[i : i + 1]).detach())
+        return torch.cat(rows)
 
     def prototype_classifier(self, support_images: torch.Tensor, support_labels: torch.Tensor) -> PrototypeClassifier:
         """Compute the class prototypes of a support set (differentiable, for meta-training)."""
         n_classes = support_classes(support_images, support_labels)
-        features = self.backbone(support_images)
-        centre = features.mean(0) if self.feature_transform == "cl2" else None
-        features = transform_features(features, self.feature_transform, centre)
-        protos = prototypes(features, support_labels, n_classes)
+        return self._prototype_head(self.backbone(support_images), support_labels, n_classes)
+
+    def _prototype_head(self, raw: torch.Tensor, labels: torch.Tensor, n_classes: int) -> PrototypeClassifier:
+        """Prototypes of ``(S, D)`` raw support features in the transformed space (differentiable)."""
+        centre = raw.mean(0) if self.feature_transform == "cl2" else None
+        protos = prototypes(transform_features(raw, self.feature_transform, centre), labels, n_classes)
         return PrototypeClassifier(self.backbone, protos, self.feature_transform, centre, self.log_scale.exp())
 
     def episode_loss(self, episode: Episode) -> tuple[torch.Tensor, torch.Tensor]:
@@ -223,4 +309,5 @@ class ProtoNet(FewShotMethod):
             "learn_scale": self.learn_scale,
             "head": self.head,
             "head_c": self.head_c,
+            **self.finetune.hyperparameters(),
         }

@@ -41,6 +41,28 @@ class Backbone(nn.Module, ABC):
     def config(self) -> dict[str, Any]:
         """JSON-serialisable constructor keyword arguments: ``build_backbone(name, **config())`` rebuilds it."""
 
+    def block_sequence(self) -> list[nn.Module]:
+        """The backbone's blocks from input to output, for test-time fine-tuning of the top ones.
+
+        The default reads an ``nn.Sequential``/``nn.ModuleList`` attribute ``blocks``; a backbone
+        without one cannot fine-tune its top blocks.
+        """
+        blocks = getattr(self, "blocks", None)
+        if not isinstance(blocks, (nn.Sequential, nn.ModuleList)):
+            raise ConfigError(f"{self._owner} has no block sequence to fine-tune (use finetune_depth=0)")
+        return list(blocks)
+
+    def finetune_modules(self, depth: int) -> list[nn.Module]:
+        """The top ``depth`` blocks (fine-tuned with the head at test time).
+
+        Raises:
+            ConfigError: ``depth`` is not in ``[1, number of blocks]``.
+        """
+        blocks = self.block_sequence()
+        if isinstance(depth, bool) or not isinstance(depth, int) or not 1 <= depth <= len(blocks):
+            raise ConfigError(f"{self._owner}: finetune depth must be in [1, {len(blocks)}], got {depth!r}")
+        return blocks[-depth:]
+
     def check_input(self, images: torch.Tensor, *, exact_size: bool = False) -> None:
         """Refuse images of the wrong rank or channel count (and size, for ``exact_size``).
 

