@@ -128,6 +128,17 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_calibrate(args: argparse.Namespace) -> int:
+    from medfew.calibrate import calibrate_checkpoint
+
+    if args.checkpoint == "default":
+        raise ConfigError("the shipped default model is already calibrated; give a run directory or .safetensors file")
+    block = calibrate_checkpoint(args.checkpoint, data_root=args.data_root, episodes=args.episodes,
+                                 shots=args.shots, depths=args.finetune_depths, progress=not args.quiet)
+    print(json.dumps(block, indent=2))
+    return 0
+
+
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from medfew.experiment import EvalSource, run_evaluation
 
@@ -228,6 +239,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="build training episodes on the GPU (auto: when the pools fit in a quarter of its free memory)")
     data_root(p)
     p.set_defaults(func=_cmd_train)
+
+    p = commands.add_parser(
+        "calibrate", help="choose test-time fine-tuning and fit the temperature on the meta-train domains' val episodes"
+    )
+    p.add_argument("--checkpoint", required=True, help="run directory or .safetensors file (its sidecar is updated)")
+    p.add_argument("--episodes", type=int, default=200, help="val episodes (every candidate sees the same ones)")
+    p.add_argument("--shots", type=int, default=None, help="support images per class (default: the training episodes')")
+    p.add_argument("--finetune-depths", type=int, nargs="+", default=[0], metavar="DEPTH",
+                   help="backbone blocks fine-tuned with the head to try (0: head only)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    data_root(p)
+    p.set_defaults(func=_cmd_calibrate)
 
     p = commands.add_parser("evaluate", help="accuracy with 95%% CI over fixed-seed episodes")
     who = p.add_mutually_exclusive_group()

@@ -18,7 +18,11 @@ from medfew.errors import ConfigError
 
 @dataclass(frozen=True)
 class DataConfig:
-    """Which datasets train, validate and test, and how images are prepared."""
+    """Which datasets train, validate and test, and how images are prepared.
+
+    ``frozen_cache``: when the backbone has frozen lower blocks (``backbone.freeze``), compute their
+    outputs once per image and train on the cached maps (no image augmentation then).
+    """
 
     train: tuple[str, ...] = ("organamnist", "bloodmnist", "pneumoniamnist")
     train_split: str = "train"
@@ -32,6 +36,7 @@ class DataConfig:
     augment: Literal["none", "standard", "strong"] = "standard"
     mix_domains: bool = False
     allow_fewer_ways: bool = True
+    frozen_cache: bool = True
 
     def validate(self) -> None:
         _require(self.image_size >= 16, "data.image_size", self.image_size, "at least 16")

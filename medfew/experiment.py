@@ -16,6 +16,8 @@ from typing import Any
 import torch
 
 from medfew.config import ExperimentConfig
+from medfew.data.encoded_pool import encoded_pool
+from medfew.data.pool import ImagePool
 from medfew.data.pools import load_pool, load_pools
 from medfew.data.sampler import EpisodeSampler
 from medfew.data.transforms import build_augmentation, normalize_batch
@@ -98,11 +100,16 @@ def run_training(
     sampler_args = dict(ways=ep.ways, shots=ep.shots, queries=ep.queries, too_few="skip",
                         allow_fewer_ways=data.allow_fewer_ways, mix_domains=data.mix_domains, normalize=normalize)
     augment = None if data.augment == "none" else build_augmentation(data.augment, seed=train.seed)
+    torch.manual_seed(train.seed)  # the initial weights are part of the experiment (and equal on every rank)
+    method, backbone_config = build_model(config, num_classes=sum(len(p.class_names) for p in train_pools))
+    if data.frozen_cache and has_frozen_prefix(method.backbone):
+        train_pools, val_pools = (encode_pools(pools, method.backbone, normalize, progress=progress)
+                                  for pools in (train_pools, val_pools))
+        sampler_args["normalize"], augment = None, None  # the maps are normalised; augmentation acts on images
+        method.backbone.reads_prefix = True
     on_device = episodes_on_device(device_episodes, train_pools, device)
     train_sampler = EpisodeSampler(train_pools, seed=train.seed, augment=augment, device=device if on_device else None,
                                    pin_memory=device.type == "cuda" and not on_device, **sampler_args)
-    torch.manual_seed(train.seed)  # the initial weights are part of the experiment (and equal on every rank)
-    method, backbone_config = build_model(config, num_classes=len(train_sampler.class_vocabulary))
     validate = None
     if val_pools and ctx.is_main:
         val_sampler = EpisodeSampler(val_pools, seed=train.seed + VAL_SEED_OFFSET, **sampler_args)
@@ -120,9 +127,29 @@ def run_training(
         data_provenance=[dict(p.provenance, name=p.name, split=p.split) for p in train_pools + val_pools],
         config=config.to_dict(),
     )
-    return fit(method, train_sampler, settings=train, run_dir=run_dir, checkpoint_meta=meta,
-               validate=validate, resume=resume, until_step=until_step, progress=progress, dist_ctx=ctx,
-               channels_last=channels_last)
+    try:
+        return fit(method, train_sampler, settings=train, run_dir=run_dir, checkpoint_meta=meta,
+                   validate=validate, resume=resume, until_step=until_step, progress=progress, dist_ctx=ctx,
+                   channels_last=channels_last)
+    finally:
+        if hasattr(method.backbone, "reads_prefix"):
+            method.backbone.reads_prefix = False
+
+
+def has_frozen_prefix(backbone: torch.nn.Module) -> bool:
+    """Whether ``backbone`` has frozen lower blocks whose outputs can be cached per image."""
+    return callable(getattr(backbone, "prefix", None)) and int(getattr(backbone, "freeze", 0)) > 0
+
+
+def encode_pools(
+    pools: list[ImagePool], backbone: torch.nn.Module, normalize: Any, *, progress: bool
+) -> list[ImagePool]:
+    """Replace each pool's images by the backbone's frozen-prefix maps (computed once, cached)."""
+    return [
+        encoded_pool(pool, encode=backbone.prefix, signature=backbone.prefix_signature(), normalize=normalize,
+                     progress=progress)
+        for pool in pools
+    ]
 
 
 @dataclass(frozen=True)

@@ -128,6 +128,29 @@ def pretrained_keys(method: FewShotMethod) -> set[str]:
     return {f"backbone.{k}" for k in frozen()} if callable(frozen) else set()
 
 
+def update_sidecar(
+    spec: str | Path, *, method_hparams: dict[str, Any] | None = None, calibration: dict[str, Any] | None = None
+) -> Path:
+    """Rewrite a checkpoint's sidecar (atomically) with new method hyperparameters and/or calibration.
+
+    The weights are untouched, so their checksum stays valid. Used by ``medfew calibrate`` to store
+    the test-time settings and temperature chosen on validation episodes.
+
+    Returns:
+        The sidecar's path.
+    """
+    info = read_checkpoint_info(spec)
+    sidecar_path = info.path.with_suffix(".json")
+    raw = json.loads(sidecar_path.read_text())
+    if method_hparams is not None:
+        raw["method"]["hyperparameters"] = method_hparams
+    if calibration is not None:
+        _calibration(calibration, sidecar_path)
+        raw["calibration"] = calibration
+    atomic_write_bytes(sidecar_path, json.dumps(raw, indent=2, sort_keys=True).encode())
+    return sidecar_path
+
+
 def default_checkpoint_path() -> Path:
     """The model shipped inside the package (see ``medfew/assets/default_model/MODEL_CARD.md``)."""
     return Path(str(resources.files("medfew") / "assets" / "default_model" / "model.safetensors"))
