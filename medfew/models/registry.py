@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from medfew.errors import ConfigError, RegistryError
 from medfew.models.base import Backbone
 from medfew.models.checks import close_match_hint
+from medfew.models.pretrained import load_weights_file
 
 T = TypeVar("T", bound=Callable[..., Any])
 
@@ -118,13 +120,17 @@ def register_backbone(name: str) -> Callable[[T], T]:
     return decorator
 
 
-def build_backbone(name: str, *, in_channels: int = 3, image_size: int = 28, **kwargs: Any) -> Backbone:
+def build_backbone(
+    name: str, *, in_channels: int = 3, image_size: int = 28, weights: str | Path | None = None, **kwargs: Any
+) -> Backbone:
     """Build a registered backbone.
 
     Args:
         name: A name from :func:`list_backbones`.
         in_channels: Channels ``C`` of the input images.
         image_size: Side ``S`` of the (square) input images the network is built for.
+        weights: A safetensors file of the user's own weights, loaded after construction with
+            :func:`~medfew.models.pretrained.load_weights_file` (not part of ``config()``).
         **kwargs: Backbone-specific options (e.g. ``hidden``, ``widths``, ``norm``).
 
     Returns:
@@ -132,7 +138,8 @@ def build_backbone(name: str, *, in_channels: int = 3, image_size: int = 28, **k
 
     Raises:
         RegistryError: Unknown ``name``.
-        ConfigError: An unknown or invalid option.
+        ConfigError: An unknown or invalid option, or ``weights`` whose keys or shapes do not fit.
+        CheckpointError: ``weights`` is missing, pickle-based or unreadable.
     """
     factory = BACKBONES.get(name)
     kwargs = {"in_channels": in_channels, "image_size": image_size, **kwargs}
@@ -140,6 +147,8 @@ def build_backbone(name: str, *, in_channels: int = 3, image_size: int = 28, **k
     backbone = factory(**kwargs)
     if not isinstance(backbone, Backbone):
         raise RegistryError(f"backbone {name!r} built a {type(backbone).__name__}, not a Backbone")
+    if weights is not None:
+        load_weights_file(backbone, weights)
     return backbone
 
 
