@@ -33,6 +33,7 @@ from medfew.errors import ConfigError
 from medfew.evaluation.calibration import fit_temperature
 from medfew.evaluation.metrics import expected_calibration_error
 from medfew.evaluation.summary import confidence_interval_95
+from medfew.experiment import precompute_features
 from medfew.methods import method_class
 from medfew.training.checkpoint import load_checkpoint, read_checkpoint_info, update_sidecar
 
@@ -92,17 +93,24 @@ def calibrate_checkpoint(
                        image_size=prep.image_size, channels=prep.channels, progress=progress)
     spec = dict(ways=int(episode.get("ways", 5)), shots=int(shots or episode.get("shots", 5)),
                 queries=int(episode.get("queries", 15)), seed=int(train.get("seed", 0)) + CALIBRATION_SEED_OFFSET)
-    sampler = EpisodeSampler(pools, too_few="skip", allow_fewer_ways=True,
-                             normalize=partial(normalize_batch, mode=prep.normalize), **spec)
+    normalize = partial(normalize_batch, mode=prep.normalize)
+    sampler = EpisodeSampler(pools, too_few="skip", allow_fewer_ways=True, normalize=normalize, **spec)
     candidates = candidate_options(info.method, depths)
     methods = [load_checkpoint(checkpoint, method_options=options)[0] for options in candidates]
+    samplers = []  # the same episodes, drawn from images or from features computed once per image
+    for method in methods:
+        if method.reads_fixed_features:
+            encoded = precompute_features(method, pools, normalize, signature=info.weights_sha256, progress=progress)
+            samplers.append(EpisodeSampler(encoded, too_few="skip", allow_fewer_ways=True, normalize=None, **spec))
+        else:
+            samplers.append(sampler)
     logits: list[list[torch.Tensor]] = [[] for _ in candidates]
     labels: list[torch.Tensor] = []
     for index in tqdm(range(episodes), desc="calibrate", unit="episode", disable=not progress):
-        task = sampler.sample(index)
-        labels.append(task.query_labels)
-        for method, out in zip(methods, logits):
+        for method, source, out in zip(methods, samplers, logits):
+            task = source.sample(index)
             out.append(_query_logits(method, task.support_images, task.support_labels, task.query_images))
+        labels.append(task.query_labels)
     accuracies = [_episode_accuracies(out, labels) for out in logits]
     best = int(np.argmax([a.mean() for a in accuracies]))  # ties: the earlier (simpler) candidate
     temperature = fit_temperature(logits[best], labels)

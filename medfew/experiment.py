@@ -26,6 +26,7 @@ from medfew.evaluation import EvaluationSummary, build_baseline, evaluate
 from medfew.methods import build_method
 from medfew.methods.base import FewShotMethod
 from medfew.models import build_backbone
+from medfew.models.precomputed import PrecomputedFeatures, encode_with_flip
 from medfew.training.checkpoint import Preprocessing, load_checkpoint
 from medfew.training.device import episodes_on_device, resolve_device
 from medfew.training.distributed import init_distributed, rank_device
@@ -152,6 +153,29 @@ def encode_pools(
     ]
 
 
+def precompute_features(
+    method: FewShotMethod, pools: list[ImagePool], normalize: Any, *, signature: str, progress: bool
+) -> list[ImagePool]:
+    """Encode every pool image once and make ``method`` read the stored features.
+
+    For a method whose test-time adaptation reads fixed features (``method.reads_fixed_features``):
+    each image becomes the pair ``[f(x), f(flip(x))]`` (:mod:`medfew.models.precomputed`, cached in
+    the pool cache under ``signature`` plus the backbone's config), and ``method.backbone`` is
+    replaced by the stand-in that reads them, so episodes give exactly the logits the images would.
+    The method is changed in place: call this on a copy used for evaluation only.
+
+    Returns:
+        The encoded pools (draw episodes from them with ``normalize=None``).
+    """
+    backbone = method.backbone
+    config = backbone.config() if callable(getattr(backbone, "config", None)) else {}
+    key = f"features+flip|{signature}|{type(backbone).__name__}|{sorted(config.items())}"
+    encoded = [encoded_pool(pool, encode=encode_with_flip(backbone.eval()), signature=key, normalize=normalize,
+                            progress=progress) for pool in pools]
+    method.backbone = PrecomputedFeatures(int(encoded[0].images.shape[1]))
+    return encoded
+
+
 @dataclass(frozen=True)
 class EvalSource:
     """Where evaluation episodes come from: exactly one of folder, manifest or dataset."""
@@ -210,10 +234,14 @@ def run_evaluation(
         name = baseline
     pool = load_pool(source.resolve(), split=source.split, data_root=data_root,
                      image_size=prep.image_size, channels=prep.channels, progress=progress)
+    normalize: Any = partial(normalize_batch, mode=prep.normalize)
+    if checkpoint is not None and model.reads_fixed_features:
+        [pool] = precompute_features(model, [pool], normalize, signature=info.weights_sha256, progress=progress)
+        normalize = None
     sampler = EpisodeSampler(
         [pool], ways=ways, shots=shots, queries=queries, seed=seed,
         too_few="limit_queries" if allow_fewer_queries else "error",
-        normalize=partial(normalize_batch, mode=prep.normalize),
+        normalize=normalize,
     )
     summary = evaluate(model, sampler.episodes(episodes), n_episodes=episodes, device=str(resolve_device(device)),
                        progress=progress, method_name=name)

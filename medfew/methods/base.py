@@ -68,6 +68,13 @@ class FewShotMethod(nn.Module, ABC):
     name: str = ""
     temperature: float = 1.0
 
+    @property
+    def reads_fixed_features(self) -> bool:
+        """Whether test-time ``adapt``/``predict`` see images only through ``backbone(x)`` and
+        ``backbone(x.flip(-1))`` with the backbone unchanged (so features can be computed once per image).
+        """
+        return False
+
     def __init__(self, backbone: nn.Module) -> None:
         super().__init__()
         self.backbone = backbone

@@ -143,6 +143,11 @@ class BaselinePlusPlus(FewShotMethod):
         query_logits = logits[episode.support_labels.shape[0] :][:, ids]
         return F.cross_entropy(logits, labels), query_logits
 
+    @property
+    def reads_fixed_features(self) -> bool:
+        """True: test-time adaptation only reads ``backbone(support)`` and ``backbone(query)``."""
+        return True
+
     def hyperparameters(self) -> dict[str, Any]:
         """Constructor keyword arguments."""
         return {

@@ -117,6 +117,11 @@ class MatchingNet(FewShotMethod):
         log_probs = self.adapt(episode.support_images, episode.support_labels).predict(episode.query_images)
         return F.nll_loss(log_probs, episode.query_labels), log_probs
 
+    @property
+    def reads_fixed_features(self) -> bool:
+        """True: test-time adaptation only reads ``backbone(support)`` and ``backbone(query)``."""
+        return True
+
     def hyperparameters(self) -> dict[str, Any]:
         """Constructor keyword arguments."""
         return {"fce": self.use_fce, "fce_steps": self.fce_steps, "scale": self.scale}

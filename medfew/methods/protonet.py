@@ -208,6 +208,11 @@ class ProtoNet(FewShotMethod):
         )
 
     @property
+    def reads_fixed_features(self) -> bool:
+        """True unless the top backbone blocks are fine-tuned at test time."""
+        return not (self.head == "finetune" and self.finetune.depth > 0)
+
+    @property
     def _flips(self) -> bool:
         return self.head == "finetune" and self.finetune.flip
 
