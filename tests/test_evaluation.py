@@ -24,6 +24,7 @@ from medfew.evaluation import (
     episode_metrics,
     evaluate,
     expected_calibration_error,
+    normalized_entropy,
     summarize,
 )
 from medfew.methods.base import AdaptedModel, FewShotMethod
@@ -355,9 +356,11 @@ def test_evaluate_runs_adapt_with_grad_and_predict_without_in_eval_mode() -> Non
     method.backbone[2].eval()  # a submodule the caller froze in eval mode must stay so
     with torch.no_grad():  # even when the caller disabled autograd, adapt gets it back
         summary = evaluate(method, [make_episode(seed=s) for s in range(3)], progress=False)
-    assert method.seen_grad_in_adapt == [True] * 3
-    assert method.seen_grad_in_predict == [False] * 3
-    assert method.seen_training_in_adapt == [False] * 3
+    # per episode: one adapt to the support set, then one per left-out support image (3-way 2-shot: 6)
+    # for the conformal sets' leave-one-out scores
+    assert method.seen_grad_in_adapt == [True] * 3 * 7
+    assert method.seen_grad_in_predict == [False] * 3 * 7
+    assert method.seen_training_in_adapt == [False] * 3 * 7
     assert method.training and method.backbone[1].training and not method.backbone[2].training
     assert summary.method == "tiny_protonet" and summary.n_episodes == 3
     assert summary.ways == 3 and summary.shots == 2 and summary.queries == 3
@@ -481,7 +484,8 @@ class Recorder(NearestCentroidBaseline):
 def test_compare_gives_every_method_the_same_episodes_sampled_once() -> None:
     sampler = CountingSampler([_pool()], ways=3, shots=2, queries=3, seed=11)
     first, second = Recorder(vandal=True), Recorder()
-    results = compare({"first": first, "second": second}, sampler, 5, start=2, progress=False)
+    # (no conformal sets: their leave-one-out adapts would add entries to ``seen``)
+    results = compare({"first": first, "second": second}, sampler, 5, start=2, progress=False, conformal_alpha=None)
     assert sampler.calls == [2, 3, 4, 5, 6]
     assert list(results) == ["first", "second"]
     assert all(r.n_episodes == 5 for r in results.values())
@@ -498,7 +502,8 @@ def test_compare_restores_module_modes_and_accepts_methods_and_baselines() -> No
     method.train()
     sampler = EpisodeSampler([_pool()], ways=2, shots=2, queries=2, seed=0)
     results = compare({"proto": method, "nc": NearestCentroidBaseline()}, sampler, 3, progress=False)
-    assert method.training and method.seen_training_in_adapt == [False] * 3
+    # one adapt per episode and one per left-out support image (2-way 2-shot: 4)
+    assert method.training and method.seen_training_in_adapt == [False] * 3 * 5
     assert results["proto"].method == "proto" and results["nc"].ways == 2
 
 
@@ -524,3 +529,157 @@ def test_compare_validation() -> None:
 
     with pytest.raises(EpisodeError, match=r"sampler.sample\(0\) returned a str, not an Episode"):
         compare({"nc": nc}, WrongSampler(), 1)  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------- calibration and conformal sets
+def test_episode_metrics_divides_by_the_temperature_and_keeps_the_uncalibrated_ece() -> None:
+    g = torch.Generator().manual_seed(8)
+    labels = torch.arange(3).repeat(6)
+    logits = torch.randn(18, 3, generator=g) * 4 + 3 * torch.nn.functional.one_hot(labels, 3)
+    raw = episode_metrics(logits, labels)
+    scaled = episode_metrics(logits, labels, temperature=2.5)
+    reference = episode_metrics(logits / 2.5, labels)
+    assert scaled.nll == pytest.approx(reference.nll) and scaled.ece == pytest.approx(reference.ece)
+    assert scaled.brier == pytest.approx(reference.brier) and scaled.accuracy == raw.accuracy
+    assert scaled.ece_uncalibrated == pytest.approx(raw.ece) and scaled.temperature == 2.5
+    np.testing.assert_allclose(scaled.confidence_uncalibrated, raw.confidence)
+    assert raw.ece_uncalibrated == pytest.approx(raw.ece) and raw.temperature == 1.0
+    for bad in (0.0, -1.0, math.nan):
+        with pytest.raises(ConfigError, match="temperature must be a finite number > 0"):
+            episode_metrics(logits, labels, temperature=bad)
+
+
+def test_episode_metrics_with_prediction_sets_hand_computed() -> None:
+    labels = torch.tensor([0, 0, 1, 1, 2])
+    predicted = [0, 1, 1, 1, 2]  # query 1 wrong
+    sets = np.array([
+        [True, False, False],  # {0}: covers, not flagged, right
+        [True, True, False],   # {0, 1}: covers, flagged (wrong anyway)
+        [False, True, False],  # {1}: covers, not flagged, right
+        [False, False, False],  # empty: misses, flagged (no class fits)
+        [False, True, False],  # {1}: misses class 2, not flagged, but the arg-max (2) is right
+    ])
+    m = episode_metrics(one_hot_logits(predicted, 3), labels, prediction_sets=sets, conformal_alpha=0.1)
+    assert m.coverage == pytest.approx(3 / 5) and m.set_size == pytest.approx(5 / 5)
+    assert m.flagged.tolist() == [False, True, False, True, False] and m.flag_rule == "set"
+    assert m.flagged_share == pytest.approx(2 / 5) and m.conformal_alpha == 0.1
+    assert m.selective_accuracy == pytest.approx(1.0)  # queries 0, 2, 4 are all right
+    everything = episode_metrics(one_hot_logits(predicted, 3), labels, prediction_sets=np.ones((5, 3), bool),
+                                 conformal_alpha=0.1)
+    assert everything.flagged_share == 1.0 and math.isnan(everything.selective_accuracy)
+    with pytest.raises(EpisodeError, match=r"prediction_sets must be a bool array of the logits' shape \(5, 3\), got bool \(5, 2\)"):
+        episode_metrics(one_hot_logits(predicted, 3), labels, prediction_sets=np.ones((5, 2), bool), conformal_alpha=0.1)
+    with pytest.raises(EpisodeError, match=r"got float64 \(5, 3\)"):
+        episode_metrics(one_hot_logits(predicted, 3), labels, prediction_sets=np.ones((5, 3)), conformal_alpha=0.1)
+    with pytest.raises(ConfigError, match="conformal_alpha is required with prediction_sets"):
+        episode_metrics(one_hot_logits(predicted, 3), labels, prediction_sets=sets)
+    with pytest.raises(ConfigError, match=r"conformal_alpha must be in \(0, 1\)"):
+        episode_metrics(one_hot_logits(predicted, 3), labels, prediction_sets=sets, conformal_alpha=1.5)
+
+
+def test_without_sets_queries_are_flagged_by_calibrated_entropy() -> None:
+    labels = torch.tensor([0, 1, 0])
+    logits = torch.tensor([[4.0, 0.0], [0.0, 0.2], [3.0, 0.0]])
+    m = episode_metrics(logits, labels)
+    # normalised entropies: 0.13, 0.99, 0.25 -> only the near-tie is flagged
+    assert m.flag_rule == "entropy" and m.flagged.tolist() == [False, True, False]
+    assert math.isnan(m.coverage) and math.isnan(m.set_size) and m.conformal_alpha is None
+    assert m.selective_accuracy == 1.0
+    # a large temperature flattens every probability: all flagged on the calibrated scores
+    assert episode_metrics(logits, labels, temperature=20.0).flagged.all()
+    assert episode_metrics(logits, labels, uncertain_threshold=0.05).flagged.tolist() == [True, True, True]
+    np.testing.assert_allclose(normalized_entropy(np.array([[0.5, 0.5], [1.0, 0.0]])), [1.0, 0.0])
+
+
+class Tempered(NearestCentroidBaseline):
+    """The nearest-centroid baseline carrying a temperature, as a calibrated checkpoint's method does."""
+
+    def __init__(self, temperature: object) -> None:
+        self.temperature = temperature
+
+
+def test_evaluate_uses_the_method_temperature_and_reports_conformal_sets() -> None:
+    episodes = [make_episode(n=2, k=5, q=4, separation=0.3, seed=s) for s in range(4)]
+    summary = evaluate(Tempered(4.0), episodes, progress=False)
+    plain = evaluate(NearestCentroidBaseline(), episodes, progress=False)
+    assert summary.temperature == 4.0 and plain.temperature == 1.0
+    assert summary.accuracy.mean == plain.accuracy.mean and summary.nll != pytest.approx(plain.nll)
+    assert summary.ece_uncalibrated == pytest.approx(plain.ece)
+    assert summary.ece_uncalibrated_pooled == pytest.approx(plain.ece_pooled)
+    first = summary.episodes[0]
+    direct = episode_metrics(NearestCentroidBaseline().adapt(episodes[0].support_images, episodes[0].support_labels)
+                             .predict(episodes[0].query_images) / 4.0, episodes[0].query_labels)
+    assert first.nll == pytest.approx(direct.nll)
+    # 2-way 5-shot: 10 support images, enough for 90% sets; the classes are well apart
+    assert summary.conformal_alpha == 0.1 and summary.coverage.n == 4 and summary.flag_rules == ("set",)
+    # (a query even closer to its class than the left-out support scans were may get an empty set)
+    assert summary.coverage.mean >= 0.85 and 0.85 <= summary.set_size.mean <= 1.0
+    assert summary.flagged_share.mean == pytest.approx(1.0 - summary.set_size.mean)
+    assert summary.selective_accuracy.mean == 1.0
+    off = evaluate(Tempered(4.0), episodes, progress=False, conformal_alpha=None)
+    assert off.conformal_alpha is None and off.coverage.n == 0 and math.isnan(off.coverage.mean)
+    assert off.flag_rules == ("entropy",) and off.nll == pytest.approx(summary.nll)
+
+
+def test_one_shot_episodes_have_no_sets_and_fall_back_to_entropy() -> None:
+    episodes = [make_episode(n=3, k=1, q=3, seed=s) for s in range(2)]
+    summary = evaluate(NearestCentroidBaseline(), episodes, progress=False, conformal_alpha=0.2)
+    assert summary.conformal_alpha is None and summary.coverage.n == 0 and summary.flag_rules == ("entropy",)
+    assert summary.flagged_share.n == 2
+    text = summary.format_text()
+    assert "prediction sets: none" in text and "normalised entropy of the calibrated probabilities > 0.6" in text
+
+
+def test_too_few_support_images_for_the_level_give_full_sets_and_flag_everything() -> None:
+    # 2-way 2-shot: S = 4 support images; a 90% set must then hold both classes
+    summary = evaluate(NearestCentroidBaseline(), [make_episode(n=2, k=2, q=3, seed=s) for s in range(3)],
+                       progress=False)
+    assert summary.set_size.mean == 2.0 and summary.coverage.mean == 1.0
+    assert summary.flagged_share.mean == 1.0 and math.isnan(summary.selective_accuracy.mean)
+    assert summary.selective_accuracy.n == 0
+
+
+def test_conformal_coverage_holds_over_many_overlapping_episodes() -> None:
+    g = torch.Generator().manual_seed(9)
+    labels = torch.arange(4).repeat(30)
+    images = torch.rand(labels.numel(), 1, 6, 6, generator=g) * 0.5 + 0.03 * labels.view(-1, 1, 1, 1)
+    pool = ImagePool(images=images, labels=labels, class_names=("a", "b", "c", "d"), name="overlapping")
+    sampler = EpisodeSampler([pool], ways=3, shots=5, queries=5, seed=3)
+    summary = evaluate(NearestCentroidBaseline(), sampler.episodes(60), n_episodes=60, progress=False)
+    assert summary.accuracy.mean < 0.9  # the classes overlap
+    assert summary.coverage.mean >= 0.85 and summary.coverage.n == 60
+    assert 1.0 < summary.set_size.mean < 3.0
+    assert summary.selective_accuracy.mean >= summary.accuracy.mean  # abstaining on flagged queries helps
+
+
+def test_evaluate_refuses_bad_temperature_and_alpha() -> None:
+    with pytest.raises(ConfigError, match=r"method 'nearest_centroid': temperature must be a finite number > 0, got -1.0"):
+        evaluate(Tempered(-1.0), [make_episode()], progress=False)
+    with pytest.raises(ConfigError, match=r"temperature must be a finite number > 0, got 'hot'"):
+        compare({"t": Tempered("hot")}, EpisodeSampler([_pool()], ways=2, shots=2, queries=2), 1, progress=False)
+    with pytest.raises(ConfigError, match=r"conformal_alpha must be in \(0, 1\) .*got 0"):
+        evaluate(NearestCentroidBaseline(), [make_episode()], progress=False, conformal_alpha=0)
+
+
+def test_summary_reports_calibration_and_sets_in_json_and_text() -> None:
+    summary = evaluate(Tempered(2.0), [make_episode(n=2, k=5, q=3, seed=s) for s in range(3)], progress=False,
+                       method_name="nc")
+    data = json.loads(json.dumps(summary.to_dict(), allow_nan=False))
+    for key in ("temperature", "ece_uncalibrated_mean", "ece_uncalibrated_pooled", "conformal_alpha",
+                "conformal_confidence", "coverage_mean", "coverage_ci95", "coverage_n_episodes", "set_size_mean",
+                "set_size_ci95", "flagged_share_mean", "flagged_share_ci95", "selective_accuracy_mean",
+                "selective_accuracy_ci95", "flag_rule"):
+        assert key in data, key
+    assert data["temperature"] == 2.0 and data["conformal_alpha"] == 0.1
+    assert data["conformal_confidence"] == pytest.approx(0.9) and data["coverage_n_episodes"] == 3
+    assert data["flag_rule"] == "the prediction set does not hold exactly one class"
+    text = summary.format_text()
+    assert "temperature T = 2.0000" in text and "ECE uncalibrated pooled" in text
+    assert "prediction sets: alpha 0.1 (aim: true class in the set in >= 90% of queries)" in text
+    for label in ("coverage", "mean set size", "flagged uncertain", "selective accuracy"):
+        row = next(line for line in text.splitlines() if line.startswith(label + " "))
+        assert row.rstrip().endswith("3"), row
+    none = summarize([metrics_with_accuracy(2)])
+    data = json.loads(json.dumps(none.to_dict(), allow_nan=False))
+    assert data["coverage_mean"] is None and data["conformal_alpha"] is None
+    assert data["selective_accuracy_mean"] == 0.5 and data["flagged_share_mean"] == 0.0  # one-hot logits: sure

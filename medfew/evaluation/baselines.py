@@ -3,6 +3,10 @@
 They learn nothing across episodes: each support set is fitted from scratch on flattened pixels with
 scikit-learn, so a meta-learned method has to beat them to be worth its training. Their logits are
 plain tensors (not differentiable with respect to the query images).
+
+The nearest centroid computes its leave-one-out logits (the scores of conformal prediction sets) in
+closed form, from the centroid of a class without one image; logistic regression has no shortcut, so
+:func:`medfew.evaluation.conformal.leave_one_out_logits` refits it once per support image.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from sklearn.neighbors import NearestCentroid
 from sklearn.preprocessing import StandardScaler
 
 from medfew.errors import ConfigError, EpisodeError, RegistryError
-from medfew.methods.base import AdaptedModel
+from medfew.methods.base import AdaptedModel, check_leave_one_out
 
 
 def _flatten(images: torch.Tensor, what: str) -> np.ndarray:
@@ -91,6 +95,13 @@ class NearestCentroidModel(_FittedPixels):
         return self._as_logits(-distances, query_images)
 
 
+def _leave_one_out_support(images: torch.Tensor, labels: torch.Tensor) -> tuple[np.ndarray, np.ndarray, int]:
+    """Validate a support set for leave-one-out: every class needs at least 2 images."""
+    features, targets, n = _check_support(images, labels)
+    check_leave_one_out(torch.from_numpy(targets), n)
+    return features, targets, n
+
+
 class LogisticRegressionModel(_FittedPixels):
     """Multinomial (binary for ``N = 2``) logistic regression on standardised support pixels."""
 
@@ -101,12 +112,15 @@ class LogisticRegressionModel(_FittedPixels):
 
     def predict(self, query_images: torch.Tensor) -> torch.Tensor:
         """``(M, C, H, W)`` -> ``(M, N)`` float32 log-probabilities (``predict_proba`` in log space)."""
-        features = self.scaler.transform(self._query(query_images))
-        decision = np.asarray(self.classifier.decision_function(features), dtype=np.float64)
+        return self._as_logits(self.log_probabilities(self._query(query_images)), query_images)
+
+    def log_probabilities(self, features: np.ndarray) -> np.ndarray:
+        """``(M, D)`` flattened pixels -> ``(M, N)`` float64 log-probabilities."""
+        decision = np.asarray(self.classifier.decision_function(self.scaler.transform(features)), dtype=np.float64)
         if decision.ndim == 1:  # binary: the score of class 1 against class 0
             decision = np.stack([np.zeros_like(decision), decision], axis=1)
         # log_softmax of the decision function equals log(predict_proba) without underflow to -inf.
-        return self._as_logits(log_softmax(decision, axis=1), query_images)
+        return log_softmax(decision, axis=1)
 
 
 class Baseline(ABC):
@@ -143,6 +157,28 @@ class NearestCentroidBaseline(Baseline):
             classifier = NearestCentroid(metric="euclidean").fit(features, targets)
         return NearestCentroidModel(classifier, features.shape[1])
 
+    def leave_one_out_logits(self, support_images: torch.Tensor, support_labels: torch.Tensor) -> torch.Tensor:
+        """Exact leave-one-out logits in closed form: image ``i`` against its class centroid without it.
+
+        Args:
+            support_images: ``(S, C, H, W)``.
+            support_labels: ``(S,)`` integer labels in ``[0, N)``; every class with at least 2 images.
+
+        Returns:
+            ``(S, N)`` float32 logits ``-||x_i - centroid_n^(-i)||^2``.
+
+        Raises:
+            EpisodeError: A bad support set or a class with fewer than 2 images.
+        """
+        features, targets, n = _leave_one_out_support(support_images, support_labels)
+        counts = np.bincount(targets, minlength=n).astype(np.float64)
+        sums = np.stack([features[targets == c].sum(axis=0) for c in range(n)])  # (N, D)
+        centroids = np.broadcast_to(sums / counts[:, None], (features.shape[0], *sums.shape)).copy()  # (S, N, D)
+        rows = np.arange(features.shape[0])
+        centroids[rows, targets] = (sums[targets] - features) / (counts[targets] - 1)[:, None]
+        distances = ((features[:, None, :] - centroids) ** 2).sum(axis=-1)
+        return _FittedPixels._as_logits(-distances, support_images)
+
 
 class LogisticRegressionBaseline(Baseline):
     """``sklearn.linear_model.LogisticRegression`` (L2, lbfgs) on support-standardised raw pixels.
@@ -171,6 +207,7 @@ class LogisticRegressionBaseline(Baseline):
         classifier = LogisticRegression(C=self.C, max_iter=self.max_iter, solver="lbfgs", random_state=0)
         classifier.fit(scaler.transform(features), targets)
         return LogisticRegressionModel(scaler, classifier, features.shape[1])
+
 
 
 _BASELINES: dict[str, Callable[..., Baseline]] = {

@@ -5,6 +5,15 @@ gradients enabled, since MAML-family methods fine-tune inside ``adapt``) then
 ``adapted.predict(query_images)`` under ``torch.no_grad()``. An ``nn.Module`` method is put in eval
 mode for the run and every submodule's train/eval flag is restored afterwards. The method is not
 moved: it must already live on ``device``; the episodes are moved there.
+
+Calibration: the logits are divided by the method's ``temperature`` (``getattr(method,
+"temperature", 1.0)``, set from a checkpoint's ``calibration`` block) before the metrics, and the ECE
+of the undivided logits is reported beside. With ``conformal_alpha`` set (default 0.1) and at least
+two support images in every class, each episode also gets conformal prediction sets calibrated by
+leave-one-out on its support set (:mod:`medfew.evaluation.conformal`): **one extra adapt per support
+image** for methods without a cheaper ``leave_one_out_logits`` (the MAML family: 25 extra adapts per
+5-way 5-shot episode). Pass ``conformal_alpha=None`` where only accuracy matters (e.g. validation
+during training).
 """
 
 from __future__ import annotations
@@ -21,7 +30,15 @@ from tqdm import tqdm
 
 from medfew.data.episode import Episode
 from medfew.errors import ConfigError, EpisodeError
-from medfew.evaluation.metrics import EpisodeMetrics, episode_metrics
+from medfew.evaluation.calibration import check_temperature
+from medfew.evaluation.conformal import (
+    DEFAULT_ALPHA,
+    ConformalSets,
+    check_alpha,
+    leave_one_out_logits,
+    leave_one_out_unavailable,
+)
+from medfew.evaluation.metrics import EpisodeMetrics, episode_metrics, softmax_probabilities
 from medfew.evaluation.summary import EvaluationSummary, summarize
 from medfew.methods.base import AdaptedModel
 
@@ -92,7 +109,27 @@ def _check_count(value: int, key: str, minimum: int) -> int:
     return value
 
 
-def run_episode(method: Adaptable, episode: Episode, *, name: str = "", index: int = 0) -> EpisodeMetrics:
+def method_temperature(method: object, name: str = "") -> float:
+    """The method's logit temperature ``T`` (``getattr(method, "temperature", 1.0)``), validated.
+
+    Raises:
+        ConfigError: ``T`` is not a finite number > 0.
+    """
+    return check_temperature(getattr(method, "temperature", 1.0), f"method {name!r}: temperature")
+
+
+def _check_conformal_alpha(conformal_alpha: float | None) -> float | None:
+    return None if conformal_alpha is None else check_alpha(conformal_alpha, "conformal_alpha")
+
+
+def run_episode(
+    method: Adaptable,
+    episode: Episode,
+    *,
+    name: str = "",
+    index: int = 0,
+    conformal_alpha: float | None = DEFAULT_ALPHA,
+) -> EpisodeMetrics:
     """Adapt ``method`` to one episode's support set and score its query set.
 
     Args:
@@ -100,9 +137,36 @@ def run_episode(method: Adaptable, episode: Episode, *, name: str = "", index: i
         episode: The episode (labels episode-local, ``N = episode.ways``).
         name: Method name used in error messages.
         index: Episode index used in error messages.
+        conformal_alpha: Level of the leave-one-out conformal prediction sets, or ``None`` for none.
+            Episodes with a class of a single support image get none either way.
 
     Returns:
-        The episode's metrics.
+        The episode's metrics, on ``softmax(logits / method.temperature)``.
+
+    Raises:
+        EpisodeError: The episode has no queries, ``adapt`` returned something without ``predict``,
+            or ``predict`` (or the leave-one-out scoring) did not return an ``(M, N)`` tensor.
+        ConfigError: A bad ``conformal_alpha`` or method temperature.
+    """
+    temperature = method_temperature(method, name)
+    conformal_alpha = _check_conformal_alpha(conformal_alpha)
+    logits = query_logits(method, episode, name=name, index=index)
+    sets = None
+    if conformal_alpha is not None and leave_one_out_unavailable(episode.support_labels) is None:
+        loo = leave_one_out_logits(method, episode.support_images, episode.support_labels)
+        calibrated = softmax_probabilities(loo.double() / temperature)
+        conformal = ConformalSets.fit(calibrated, episode.support_labels, conformal_alpha)
+        sets = conformal.predict(softmax_probabilities(logits.double() / temperature))
+    return episode_metrics(logits, episode.query_labels, class_names=episode.class_names, shots=episode.shots,
+                           temperature=temperature, prediction_sets=sets,
+                           conformal_alpha=conformal_alpha if sets is not None else None)
+
+
+def query_logits(method: Adaptable, episode: Episode, *, name: str = "", index: int = 0) -> torch.Tensor:
+    """Adapt ``method`` to an episode's support set and return its raw ``(M, N)`` query logits.
+
+    ``adapt`` runs with autograd enabled, ``predict`` under ``torch.no_grad()``. These are the logits
+    a temperature is fitted to (:func:`medfew.evaluation.calibration.fit_temperature`).
 
     Raises:
         EpisodeError: The episode has no queries, ``adapt`` returned something without ``predict``,
@@ -128,7 +192,7 @@ def run_episode(method: Adaptable, episode: Episode, *, name: str = "", index: i
             f"method {name!r}, episode {index}: predict returned logits of shape {tuple(logits.shape)}, "
             f"expected (M, N) = ({m}, {n})"
         )
-    return episode_metrics(logits, episode.query_labels, class_names=episode.class_names, shots=episode.shots)
+    return logits.detach()
 
 
 def evaluate(
@@ -139,6 +203,7 @@ def evaluate(
     device: torch.device | str = "cpu",
     progress: bool = True,
     method_name: str | None = None,
+    conformal_alpha: float | None = DEFAULT_ALPHA,
 ) -> EvaluationSummary:
     """Evaluate one method or baseline on a stream of episodes.
 
@@ -150,18 +215,23 @@ def evaluate(
         device: Where the episodes are moved before ``adapt``.
         progress: Show a tqdm progress bar (on stderr) with the running accuracy.
         method_name: Name in the summary; defaults to the method's ``name`` or its class name.
+        conformal_alpha: Level of the per-episode leave-one-out prediction sets (coverage, set size,
+            selective accuracy), or ``None`` to skip them (one extra adapt per support image).
 
     Returns:
         The ``EvaluationSummary`` of all episodes.
 
     Raises:
-        ConfigError: Not a method, bad ``n_episodes`` or ``device``, or a method on another device.
+        ConfigError: Not a method, bad ``n_episodes``, ``device``, ``conformal_alpha`` or method
+            temperature, or a method on another device.
         EpisodeError: No episodes, fewer than ``n_episodes``, an item that is not an ``Episode``, or a
             method output of the wrong shape.
     """
     name = _method_name(method_or_baseline, method_name)
     _check_method(method_or_baseline, name)
     target = _resolve_device(device, [(name, method_or_baseline)])
+    method_temperature(method_or_baseline, name)
+    conformal_alpha = _check_conformal_alpha(conformal_alpha)
     if n_episodes is not None:
         _check_count(n_episodes, "n_episodes", 1)
     if not isinstance(episodes, Iterable):
@@ -177,7 +247,8 @@ def evaluate(
         for index, episode in enumerate(bar):
             if not isinstance(episode, Episode):
                 raise EpisodeError(f"item {index} of episodes is a {type(episode).__name__}, not an Episode")
-            metrics = run_episode(method_or_baseline, episode.to(target), name=name, index=index)
+            metrics = run_episode(method_or_baseline, episode.to(target), name=name, index=index,
+                                  conformal_alpha=conformal_alpha)
             results.append(metrics)
             accuracy_sum += metrics.accuracy
             bar.set_postfix(accuracy=f"{accuracy_sum / len(results):.3f}")
@@ -209,6 +280,7 @@ def compare(
     start: int = 0,
     device: torch.device | str = "cpu",
     progress: bool = True,
+    conformal_alpha: float | None = DEFAULT_ALPHA,
 ) -> dict[str, EvaluationSummary]:
     """Evaluate several methods on exactly the same episodes.
 
@@ -222,13 +294,15 @@ def compare(
         start: First episode index.
         device: Where the episodes are moved.
         progress: Show a tqdm progress bar.
+        conformal_alpha: Level of the leave-one-out prediction sets, or ``None`` (see :func:`evaluate`).
 
     Returns:
         Name -> ``EvaluationSummary``, in the order of ``methods``.
 
     Raises:
         ConfigError: Empty ``methods``, a non-string name, an object without ``adapt``, a sampler
-            without ``sample``, bad ``n_episodes``/``start``/``device``.
+            without ``sample``, bad ``n_episodes``/``start``/``device``/``conformal_alpha``, or a
+            bad method temperature.
         EpisodeError: The sampler returned something other than an ``Episode``, or a method output
             of the wrong shape.
     """
@@ -238,6 +312,8 @@ def compare(
         if not isinstance(name, str) or not name:
             raise ConfigError(f"methods: every name must be a non-empty string, got {name!r}")
         _check_method(method, name)
+        method_temperature(method, name)
+    conformal_alpha = _check_conformal_alpha(conformal_alpha)
     if not callable(getattr(sampler, "sample", None)):
         raise ConfigError(f"sampler must have sample(index) -> Episode, got {type(sampler).__name__}")
     _check_count(n_episodes, "n_episodes", 1)
@@ -256,5 +332,6 @@ def compare(
                 )
             episode = episode.to(target)
             for name, method in methods.items():
-                results[name].append(run_episode(method, _private_copy(episode), name=name, index=index))
+                results[name].append(run_episode(method, _private_copy(episode), name=name, index=index,
+                                                 conformal_alpha=conformal_alpha))
     return {name: summarize(metrics, method=name) for name, metrics in results.items()}

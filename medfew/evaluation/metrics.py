@@ -17,6 +17,15 @@ Conventions (shared by every number this module returns):
   ``inf`` if a logit of the true class is ``-inf``).
 * ECE uses 10 equal-width confidence bins ``(0, 0.1], ..., (0.9, 1]`` over the max probability:
   ``sum_b |B_b| / M * |accuracy(B_b) - confidence(B_b)|``.
+* Calibration: :func:`episode_metrics` takes the method's *raw* logits and its ``temperature`` ``T``;
+  every probability above is ``softmax(logits / T)`` (``T = 1``: uncalibrated), and
+  ``ece_uncalibrated`` is the ECE of ``softmax(logits)`` beside it. Predictions and accuracy do not
+  depend on ``T``.
+* Selective prediction: a query is *flagged uncertain* when its conformal prediction set (see
+  :mod:`medfew.evaluation.conformal`) does not hold exactly one class, or, when the episode has no
+  sets, when the normalised entropy of its calibrated probabilities exceeds
+  :data:`UNCERTAIN_THRESHOLD`. ``selective_accuracy`` is the accuracy of the unflagged queries
+  (``NaN`` when every query is flagged).
 """
 
 from __future__ import annotations
@@ -30,9 +39,15 @@ import torch
 from scipy.special import log_softmax
 from sklearn.metrics import confusion_matrix, roc_auc_score
 
-from medfew.errors import EpisodeError
+from medfew.errors import ConfigError, EpisodeError
+from medfew.evaluation.calibration import check_temperature
+from medfew.evaluation.conformal import check_alpha
 
 ECE_BINS = 10
+UNCERTAIN_THRESHOLD = 0.6
+"""Normalised-entropy threshold of the *uncertain* flag where no prediction set is available
+(evaluation and the clinician session share it). For two classes it flags a top probability below
+about 0.85; for five classes, below about 0.75 (depending on how the rest is spread)."""
 
 ArrayLike = torch.Tensor | np.ndarray
 
@@ -58,6 +73,15 @@ class EpisodeMetrics:
         query_counts: ``(N,)`` number of queries of each class.
         class_names: ``(N,)`` class names in label order, or ``None`` when unknown.
         shots: Support images per class ``K``, or ``None`` when unknown.
+        temperature: The temperature ``T`` the probabilities were divided by (1.0: uncalibrated).
+        ece_uncalibrated: ECE of ``softmax(logits)``, before dividing by ``T``.
+        confidence_uncalibrated: ``(M,)`` max probability of ``softmax(logits)`` of each query.
+        conformal_alpha: Level of the prediction sets, or ``None`` when the episode had none.
+        coverage: Share of queries whose true class is in their set; ``NaN`` without sets.
+        set_size: Mean number of classes per set; ``NaN`` without sets.
+        flagged: ``(M,)`` bool, whether each query is flagged uncertain (see the module docstring).
+        flag_rule: ``"set"`` (set size other than 1) or ``"entropy"`` (normalised entropy of the
+            calibrated probabilities above :data:`UNCERTAIN_THRESHOLD`).
     """
 
     accuracy: float
@@ -75,6 +99,26 @@ class EpisodeMetrics:
     query_counts: tuple[int, ...]
     class_names: tuple[str, ...] | None = None
     shots: int | None = None
+    temperature: float = 1.0
+    ece_uncalibrated: float = math.nan
+    confidence_uncalibrated: np.ndarray | None = None
+    conformal_alpha: float | None = None
+    coverage: float = math.nan
+    set_size: float = math.nan
+    flagged: np.ndarray | None = None
+    flag_rule: str = "entropy"
+
+    @property
+    def flagged_share(self) -> float:
+        """Share of queries flagged uncertain (``NaN`` when no flags were computed)."""
+        return float(self.flagged.mean()) if self.flagged is not None else math.nan
+
+    @property
+    def selective_accuracy(self) -> float:
+        """Accuracy of the queries that are not flagged uncertain; ``NaN`` if every query is flagged."""
+        if self.flagged is None or bool(self.flagged.all()):
+            return math.nan
+        return float(self.correct[~self.flagged].mean())
 
     @property
     def ways(self) -> int:
@@ -143,6 +187,13 @@ def softmax_probabilities(logits: ArrayLike) -> np.ndarray:
     return np.exp(log_softmax(_to_numpy(logits, "logits").astype(np.float64), axis=1))
 
 
+def normalized_entropy(probabilities: np.ndarray) -> np.ndarray:
+    """``(M, N)`` probabilities -> ``(M,)`` entropy divided by its maximum ``log N``, in ``[0, 1]``."""
+    p = np.clip(np.asarray(probabilities, dtype=np.float64), 0.0, 1.0)
+    entropy = -(p * np.log(np.where(p > 0, p, 1.0))).sum(axis=1)
+    return np.clip(entropy / math.log(p.shape[1]), 0.0, 1.0)
+
+
 def one_vs_rest_auroc(probabilities: np.ndarray, labels: np.ndarray) -> tuple[float, ...]:
     """Per-class one-vs-rest AUROC, ``NaN`` for a class with no positives or no negatives.
 
@@ -206,24 +257,39 @@ def episode_metrics(
     *,
     class_names: Sequence[str] | None = None,
     shots: int | None = None,
+    temperature: float = 1.0,
+    prediction_sets: np.ndarray | None = None,
+    conformal_alpha: float | None = None,
+    uncertain_threshold: float = UNCERTAIN_THRESHOLD,
 ) -> EpisodeMetrics:
     """Compute every metric of one episode's query predictions.
 
     Args:
-        logits: ``(M, N)`` query logits (tensor or array, any float dtype, any device).
+        logits: ``(M, N)`` raw query logits (tensor or array, any float dtype, any device).
         labels: ``(M,)`` integer query labels in ``[0, N)``.
         class_names: ``(N,)`` class names in label order, kept for per-class summaries.
         shots: Support images per class, kept for the summary.
+        temperature: ``T > 0``; probabilities are ``softmax(logits / T)``.
+        prediction_sets: ``(M, N)`` bool conformal sets of the queries, or ``None`` (then queries are
+            flagged by the entropy rule).
+        conformal_alpha: The level the sets were built for (required with ``prediction_sets``).
+        uncertain_threshold: Normalised-entropy threshold of the entropy rule, in ``(0, 1)``.
 
     Returns:
         The episode's ``EpisodeMetrics`` (see the module docstring for ``NaN`` conventions).
 
     Raises:
         EpisodeError: Shapes disagree, labels are out of range or not integers, logits are NaN/+inf,
-            or ``class_names`` does not have ``N`` entries.
+            ``class_names`` does not have ``N`` entries, or ``prediction_sets`` is not ``(M, N)`` bool.
+        ConfigError: A bad ``temperature``, ``conformal_alpha`` or ``uncertain_threshold``.
     """
     scores, targets = _validate(logits, labels, class_names)
+    temperature = check_temperature(temperature)
+    if not 0.0 < uncertain_threshold < 1.0:
+        raise ConfigError(f"uncertain_threshold must be in (0, 1), got {uncertain_threshold!r}")
     n = scores.shape[1]
+    raw_confidence = np.exp(log_softmax(scores, axis=1)).max(axis=1)
+    scores = scores / temperature
     log_probs = log_softmax(scores, axis=1)
     probs = np.exp(log_probs)
     predicted = scores.argmax(axis=1)
@@ -244,6 +310,18 @@ def episode_metrics(
         auroc = float(np.mean(defined)) if defined else math.nan
     onehot = np.eye(n)[targets]
     confidence = probs.max(axis=1)
+    if prediction_sets is None:
+        coverage = set_size = math.nan
+        flagged = normalized_entropy(probs) > uncertain_threshold
+        rule, conformal_alpha = "entropy", None
+    else:
+        sets = _check_sets(prediction_sets, scores.shape)
+        if conformal_alpha is None:
+            raise ConfigError("conformal_alpha is required with prediction_sets (the level they were built for)")
+        conformal_alpha = check_alpha(conformal_alpha, "conformal_alpha")
+        sizes = sets.sum(axis=1)
+        coverage, set_size = float(sets[np.arange(targets.size), targets].mean()), float(sizes.mean())
+        flagged, rule = sizes != 1, "set"
     return EpisodeMetrics(
         accuracy=float(correct.mean()),
         balanced_accuracy=balanced,
@@ -260,4 +338,22 @@ def episode_metrics(
         query_counts=tuple(int(p) for p in positives),
         class_names=tuple(str(c) for c in class_names) if class_names is not None else None,
         shots=shots,
+        temperature=temperature,
+        ece_uncalibrated=expected_calibration_error(raw_confidence, correct),
+        confidence_uncalibrated=raw_confidence,
+        conformal_alpha=conformal_alpha,
+        coverage=coverage,
+        set_size=set_size,
+        flagged=flagged,
+        flag_rule=rule,
     )
+
+
+def _check_sets(prediction_sets: ArrayLike, shape: tuple[int, ...]) -> np.ndarray:
+    sets = _to_numpy(prediction_sets, "prediction_sets")
+    if sets.dtype != np.bool_ or sets.shape != shape:
+        raise EpisodeError(
+            f"prediction_sets must be a bool array of the logits' shape {tuple(shape)}, "
+            f"got {sets.dtype} {tuple(sets.shape)}"
+        )
+    return sets

@@ -5,7 +5,8 @@ The 95% confidence interval of a mean over episodes is the usual few-shot one,
 variance estimate) of the per-episode values over the square root of the number of episodes. It is
 ``NaN`` for fewer than 2 episodes. Metrics that can be undefined for an episode (AUROC, per-class
 sensitivity/specificity) are averaged over the episodes where they are defined, and ``n`` counts only
-those episodes.
+those episodes: conformal coverage and set size over the episodes that had prediction sets, selective
+accuracy over the episodes with at least one unflagged query.
 """
 
 from __future__ import annotations
@@ -18,7 +19,12 @@ from typing import Any
 import numpy as np
 
 from medfew.errors import EpisodeError
-from medfew.evaluation.metrics import ECE_BINS, EpisodeMetrics, expected_calibration_error
+from medfew.evaluation.metrics import (
+    ECE_BINS,
+    UNCERTAIN_THRESHOLD,
+    EpisodeMetrics,
+    expected_calibration_error,
+)
 
 CI_Z = 1.96
 CI_DDOF = 1
@@ -92,6 +98,16 @@ class EvaluationSummary:
             names, else by position (``"0"``, ``"1"``, ...).
         per_class_key: ``"name"`` or ``"position"``.
         episodes: The per-episode metrics, in evaluation order.
+        temperature: The logit temperature ``T`` the scores were divided by (``NaN`` if it varied).
+        ece_uncalibrated: Mean episode ECE of ``softmax(logits)`` before dividing by ``T``.
+        ece_uncalibrated_pooled: Pooled ECE before dividing by ``T``.
+        conformal_alpha: Level of the prediction sets, or ``None`` when no episode had sets.
+        coverage: Share of queries whose true class is in their set, over the episodes with sets.
+        set_size: Mean prediction-set size, over the episodes with sets.
+        flagged_share: Share of queries flagged uncertain (set size other than 1, or the entropy rule
+            in episodes without sets).
+        selective_accuracy: Accuracy of the unflagged queries, over episodes with any.
+        flag_rules: The flag rules used (``"set"``, ``"entropy"``), sorted.
     """
 
     method: str
@@ -110,6 +126,15 @@ class EvaluationSummary:
     per_class_key: str
     episodes: tuple[EpisodeMetrics, ...] = field(repr=False, default=())
     queries_requested: int | None = None
+    temperature: float = 1.0
+    ece_uncalibrated: float = math.nan
+    ece_uncalibrated_pooled: float = math.nan
+    conformal_alpha: float | None = None
+    coverage: MetricStat = MetricStat(math.nan, math.nan, 0)
+    set_size: MetricStat = MetricStat(math.nan, math.nan, 0)
+    flagged_share: MetricStat = MetricStat(math.nan, math.nan, 0)
+    selective_accuracy: MetricStat = MetricStat(math.nan, math.nan, 0)
+    flag_rules: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable dict (non-finite floats become ``None``); per-episode accuracies included."""
@@ -121,7 +146,8 @@ class EvaluationSummary:
             "queries": self.queries,
             "queries_requested": self.queries_requested,
         }
-        for key in ("accuracy", "balanced_accuracy", "auroc"):
+        for key in ("accuracy", "balanced_accuracy", "auroc", "coverage", "set_size", "flagged_share",
+                    "selective_accuracy"):
             stat: MetricStat = getattr(self, key)
             out[f"{key}_mean"] = _json_float(stat.mean)
             out[f"{key}_ci95"] = _json_float(stat.ci95)
@@ -131,7 +157,13 @@ class EvaluationSummary:
             brier_mean=_json_float(self.brier),
             ece_mean=_json_float(self.ece),
             ece_pooled=_json_float(self.ece_pooled),
+            ece_uncalibrated_mean=_json_float(self.ece_uncalibrated),
+            ece_uncalibrated_pooled=_json_float(self.ece_uncalibrated_pooled),
             ece_bins=ECE_BINS,
+            temperature=_json_float(self.temperature),
+            conformal_alpha=self.conformal_alpha,
+            conformal_confidence=None if self.conformal_alpha is None else 1.0 - self.conformal_alpha,
+            flag_rule=self._flag_rule_text(),
             ci_method=f"{CI_Z} * std(ddof={CI_DDOF}) / sqrt(n_episodes)",
             per_class_key=self.per_class_key,
             per_class={
@@ -168,8 +200,27 @@ class EvaluationSummary:
             ("Brier (0..2)", self.brier),
             (f"ECE ({ECE_BINS} bins, mean)", self.ece),
             (f"ECE ({ECE_BINS} bins, pooled)", self.ece_pooled),
+            ("ECE uncalibrated mean", self.ece_uncalibrated),
+            ("ECE uncalibrated pooled", self.ece_uncalibrated_pooled),
         ):
             lines.append(f"{label:<24}{_fmt(value):>9}{'':>11}{self.n_episodes:>10}")
+        lines.append(f"temperature T = {_fmt(self.temperature)} (scores are softmax(logits / T); 1 = uncalibrated)")
+        lines.append("")
+        if self.conformal_alpha is None:
+            lines.append("prediction sets: none (off, or a class with a single support image in every episode)")
+        else:
+            lines.append(
+                f"prediction sets: alpha {self.conformal_alpha:g} (aim: true class in the set in >= "
+                f"{100 * (1 - self.conformal_alpha):g}% of queries), leave-one-out on each support set"
+            )
+        lines.append(f"a query is flagged uncertain when {self._flag_rule_text()}")
+        for label, stat in (
+            ("coverage", self.coverage),
+            ("mean set size", self.set_size),
+            ("flagged uncertain", self.flagged_share),
+            ("selective accuracy", self.selective_accuracy),
+        ):
+            lines.append(f"{label:<24}{_fmt(stat.mean):>9}{'± ' + _fmt(stat.ci95):>11}{stat.n:>10}")
         if self.per_class:
             lines.append("")
             header = f"class (by {self.per_class_key})"
@@ -178,6 +229,14 @@ class EvaluationSummary:
                 sens, spec = _fmt(stat.sensitivity), _fmt(stat.specificity)
                 lines.append(f"{name[:23]:<24}{sens:>12}{spec:>12}{stat.n_episodes:>10}")
         return "\n".join(lines)
+
+
+    def _flag_rule_text(self) -> str:
+        entropy = f"normalised entropy of the calibrated probabilities > {UNCERTAIN_THRESHOLD}"
+        rules = {"set": "the prediction set does not hold exactly one class", "entropy": entropy}
+        if self.flag_rules == ("entropy", "set"):
+            return f"{rules['set']} ({entropy} in episodes without sets)"
+        return " / ".join(rules[r] for r in self.flag_rules) or entropy
 
 
 def _json_float(value: float) -> float | None:
@@ -243,6 +302,11 @@ def summarize(episodes: Sequence[EpisodeMetrics], *, method: str = "") -> Evalua
     if wrong:
         raise EpisodeError(f"summarize expects EpisodeMetrics, got {wrong}")
     per_class, key_kind = _per_class(episodes)
+    with_sets = [e for e in episodes if e.conformal_alpha is not None]
+    temperatures = {e.temperature for e in episodes}
+    alphas = {e.conformal_alpha for e in with_sets}
+    correct = np.concatenate([e.correct for e in episodes])
+    raw_confidence = [e.confidence_uncalibrated for e in episodes]
     return EvaluationSummary(
         method=method,
         n_episodes=len(episodes),
@@ -261,4 +325,16 @@ def summarize(episodes: Sequence[EpisodeMetrics], *, method: str = "") -> Evalua
         per_class=per_class,
         per_class_key=key_kind,
         episodes=episodes,
+        temperature=temperatures.pop() if len(temperatures) == 1 else math.nan,
+        ece_uncalibrated=float(np.mean([e.ece_uncalibrated for e in episodes])),
+        ece_uncalibrated_pooled=(
+            math.nan if any(c is None for c in raw_confidence)
+            else expected_calibration_error(np.concatenate(raw_confidence), correct)  # type: ignore[arg-type]
+        ),
+        conformal_alpha=alphas.pop() if len(alphas) == 1 else None,
+        coverage=MetricStat.of([e.coverage for e in with_sets]),
+        set_size=MetricStat.of([e.set_size for e in with_sets]),
+        flagged_share=MetricStat.of([e.flagged_share for e in episodes]),
+        selective_accuracy=MetricStat.of([e.selective_accuracy for e in episodes]),
+        flag_rules=tuple(sorted({e.flag_rule for e in episodes if e.flagged is not None})),
     )
