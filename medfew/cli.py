@@ -5,8 +5,8 @@
     medfew data fetch NAME... [--size 28|64|128|224]
     medfew train --config FILE [--set section.key=value ...] [--out RUN_DIR]
     torchrun --nproc_per_node N -m medfew train ...      (data-parallel; rank 0 writes RUN_DIR)
-    medfew evaluate --checkpoint RUN_DIR|FILE|default (--folder DIR | --manifest FILE | --dataset NAME) ...
-    medfew diagnose --checkpoint default|PATH --support DIR --query FILE... [--report FILE.pdf] [--json]
+    medfew evaluate --checkpoint RUN_DIR|FILE|default (--folder DIR | --manifest FILE | --dataset NAME) ... [--alpha 0.1]
+    medfew diagnose --checkpoint default|PATH --support DIR --query FILE... [--report FILE.pdf] [--json] [--alpha 0.1]
 
 Every user error (bad file, unknown key, too few images) is printed as one line naming the file or
 key, with exit status 2; there is never a traceback for bad input.
@@ -151,9 +151,23 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         allow_fewer_queries=args.allow_fewer_queries, image_size=args.image_size, channels=args.channels,
         device=args.device or "auto", progress=not args.quiet,
         method_options=_parse_overrides(args.method_option or [], dotted=False),
+        conformal_alpha=args.alpha,
     )
     print(json.dumps(summary.to_dict(), indent=2) if args.json else summary.format_text())
     return 0
+
+
+def _alpha(text: str) -> float | None:
+    """``--alpha`` value: a level in ``(0, 1)``; ``0`` or ``none`` turns prediction sets off."""
+    if text.strip().lower() in ("none", "off", "0", "0.0"):
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1), 0 or 'none', got {text!r}") from None
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1) (e.g. 0.1 for 90% sets), 0 or 'none', got {text}")
+    return value
 
 
 # ---------------------------------------------------------------------- diagnose
@@ -166,7 +180,7 @@ def _cmd_diagnose(args: argparse.Namespace) -> int:
     report_path = Path(args.report) if args.report else None
     if report_path is not None and report_path.suffix.lower() not in (".pdf", ".json"):
         raise ConfigError(f"--report {report_path}: the file must end in .pdf or .json")
-    session = DiagnosisSession(args.checkpoint)
+    session = DiagnosisSession(args.checkpoint, alpha=args.alpha)
     manifest = manifest_from_folder(args.support)
     for name in manifest.class_names:
         session.add_class(name)
@@ -175,7 +189,7 @@ def _cmd_diagnose(args: argparse.Namespace) -> int:
     session.adapt()
     predictions = [session.diagnose(path, saliency=report_path is not None) for path in args.query]
     try:
-        loo = session.leave_one_out()
+        loo = session.leave_one_out()  # read from the scores adapt() computed for the prediction sets
     except SupportSetError:  # a class with a single scan: no reliability estimate
         loo = None
     if report_path is not None:
@@ -183,10 +197,13 @@ def _cmd_diagnose(args: argparse.Namespace) -> int:
                               include_identifiers=args.include_identifiers, leave_one_out=loo)
         (write_pdf if report_path.suffix.lower() == ".pdf" else write_json)(report, report_path)
     rows = [{"file": str(path), "prediction": p.predicted, "probabilities": p.probabilities,
+             "prediction_set": None if p.prediction_set is None else list(p.prediction_set),
+             "set_confidence": p.set_confidence, "set_note": p.set_note, "set_statement": p.set_statement,
              "uncertain": p.uncertain, "out_of_distribution": p.out_of_distribution}
             for path, p in zip(args.query, predictions)]
     if args.json:
         print(json.dumps({"predictions": rows, "support": session.support_counts(),
+                          "temperature": session.temperature, "alpha": session.alpha,
                           "leave_one_out_accuracy": None if loo is None else loo.accuracy,
                           "report": None if report_path is None else str(report_path)}, indent=2))
     else:
@@ -194,6 +211,10 @@ def _cmd_diagnose(args: argparse.Namespace) -> int:
             flags = [f for f in ("uncertain", "out_of_distribution") if row[f]]
             score = row["probabilities"][row["prediction"]]
             print(f"{row['file']}: {row['prediction']} ({score:.3f}){'  [' + ', '.join(flags) + ']' if flags else ''}")
+            print(f"  prediction set: {row['set_statement']}")
+        temperature = session.temperature
+        print(f"probabilities calibrated with temperature T = {temperature:.3g}" if temperature != 1.0
+              else "probabilities are not calibrated (the checkpoint has no temperature)")
         if report_path is not None:
             print(f"report written to {report_path}")
     return 0
@@ -274,6 +295,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--alpha", type=_alpha, default=0.1, metavar="ALPHA",
+                   help="level of the leave-one-out prediction sets (0.1: 90%% sets; one extra adapt per "
+                        "support image); 0 or 'none' turns them off")
     data_root(p)
     p.set_defaults(func=_cmd_evaluate)
 
@@ -286,6 +310,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--include-identifiers", action="store_true",
                    help="copy patient identifiers from DICOM queries into the report (off by default)")
     p.add_argument("--note", default=None, help="clinician's note added to every query in the report")
+    p.add_argument("--alpha", type=_alpha, default=0.1, metavar="ALPHA",
+                   help="level of the prediction sets (0.1: sets meant to hold the true class in 90%% of "
+                        "cases); 0 or 'none' turns them off")
     p.set_defaults(func=_cmd_diagnose)
     return parser
 

@@ -209,11 +209,14 @@ def run_evaluation(
     device: str = "auto",
     progress: bool = True,
     method_options: dict[str, Any] | None = None,
+    conformal_alpha: float | None = 0.1,
 ) -> EvaluationSummary:
     """Evaluate a checkpoint or a raw-pixel baseline on fixed-seed episodes of one source.
 
     ``method_options`` replace saved hyperparameters at test time (a checkpoint only), e.g.
     ``{"feature_transform": "cl2"}`` for SimpleShot-style normalisation of a ProtoNet.
+    ``conformal_alpha`` is the level of the per-episode leave-one-out prediction sets (coverage, set
+    size, selective accuracy), or ``None`` for none (see :func:`medfew.evaluation.evaluate`).
     """
     from medfew.training.device import resolve_device
 
@@ -244,5 +247,5 @@ def run_evaluation(
         normalize=normalize,
     )
     summary = evaluate(model, sampler.episodes(episodes), n_episodes=episodes, device=str(resolve_device(device)),
-                       progress=progress, method_name=name)
+                       progress=progress, method_name=name, conformal_alpha=conformal_alpha)
     return dataclasses.replace(summary, queries_requested=queries)

@@ -1,4 +1,4 @@
-"""``medfew diagnose``: class-per-folder support set, query files, JSON output, PDF report, errors."""
+"""``medfew diagnose``: class-per-folder support set, query files, prediction sets, JSON output, PDF report, errors."""
 
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
 
 def test_diagnose_json(checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     rng = np.random.default_rng(0)
-    support = support_folder(tmp_path / "support", rng, {"coarse": COARSE, "fine": FINE})
+    support = support_folder(tmp_path / "support", rng, {"coarse": COARSE, "fine": FINE}, k=5)  # 10: 90% sets
     queries = []
     for name, period in (("q_fine.png", FINE), ("q_coarse.png", COARSE)):
         Image.fromarray(stripes_uint8(period, rng)).save(tmp_path / name)
@@ -47,14 +47,47 @@ def test_diagnose_json(checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureF
     data = json.loads(out)
     rows = data["predictions"]
     assert [r["file"] for r in rows] == queries and [r["prediction"] for r in rows] == ["fine", "coarse"]
-    for row in rows:
-        assert set(row) == {"file", "prediction", "probabilities", "uncertain", "out_of_distribution"}
+    for row, expected in zip(rows, ("fine", "coarse")):
+        assert set(row) == {"file", "prediction", "probabilities", "prediction_set", "set_confidence", "set_note",
+                            "set_statement", "uncertain", "out_of_distribution"}
         assert sum(row["probabilities"].values()) == pytest.approx(1.0)
         assert isinstance(row["uncertain"], bool) and isinstance(row["out_of_distribution"], bool)
-    assert data["support"] == {"coarse": 3, "fine": 3} and data["leave_one_out_accuracy"] == 1.0
+        assert row["prediction_set"] == [expected] and row["set_confidence"] == pytest.approx(0.9)
+        assert row["set_note"] is None and not row["uncertain"]
+        assert row["set_statement"].startswith(f"{expected} — the true class is in this set in at least 90% of cases")
+    assert data["support"] == {"coarse": 5, "fine": 5} and data["leave_one_out_accuracy"] == 1.0
+    assert data["temperature"] == 1.0 and data["alpha"] == 0.1
     code, out, _ = run(capsys, "diagnose", "--checkpoint", str(checkpoint), "--support", str(support),
                        "--query", queries[0])
-    assert code == 0 and out.startswith(f"{queries[0]}: fine (")
+    lines = out.splitlines()
+    assert code == 0 and lines[0].startswith(f"{queries[0]}: fine (") and "uncertain" not in lines[0]
+    assert lines[1] == ("  prediction set: fine — the true class is in this set in at least 90% of cases if the "
+                        "support scans are representative (exchangeable), estimated by leave-one-out")
+    assert "not calibrated" in out
+    code, out, _ = run(capsys, "diagnose", "--checkpoint", str(checkpoint), "--support", str(support),
+                       "--query", queries[0], "--alpha", "none", "--json")
+    row = json.loads(out)["predictions"][0]
+    assert code == 0 and row["prediction_set"] is None and row["set_note"] == "prediction sets are off in this session"
+
+
+def test_too_few_support_scans_give_a_set_of_every_class(
+    checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rng = np.random.default_rng(3)
+    support = support_folder(tmp_path / "support", rng, {"coarse": COARSE, "fine": FINE}, k=3)
+    query = tmp_path / "q.png"
+    Image.fromarray(stripes_uint8(COARSE, rng)).save(query)
+    code, out, err = run(capsys, "diagnose", "--checkpoint", str(checkpoint), "--support", str(support),
+                         "--query", str(query))
+    assert code == 0, err
+    first, second = out.splitlines()[:2]
+    assert first.startswith(f"{query}: coarse (") and "[uncertain" in first
+    assert second.startswith("  prediction set: coarse or fine — the true class is in this set in at least 90%")
+    assert "(with 6 support scans a 90% set must hold every class; 10 or more scans in all can narrow it)" in second
+    with pytest.raises(SystemExit) as exit_info:
+        main(["diagnose", "--support", str(support), "--query", str(query), "--alpha", "1.5"])
+    assert exit_info.value.code == 2
+    assert "argument --alpha: expected a number in (0, 1) (e.g. 0.1 for 90% sets), 0 or 'none', got 1.5" in capsys.readouterr().err
 
 
 def test_diagnose_pdf_report_with_and_without_identifiers(
@@ -70,6 +103,7 @@ def test_diagnose_pdf_report_with_and_without_identifiers(
     assert "report written to" in out
     text = pdf_text(tmp_path / "plain.pdf")
     assert "RESEARCH USE ONLY" in text and "seen by Dr Who" in text and "predicted fine" in text
+    assert "Prediction set (90%): fine or coarse" in " ".join(text.split())  # 6 scans: every class
     assert FAKE_PATIENT_NAME not in text and FAKE_PATIENT_ID not in text
     code, _, err = run(capsys, *base, "--report", str(tmp_path / "full.pdf"), "--include-identifiers")
     assert code == 0, err
@@ -77,7 +111,8 @@ def test_diagnose_pdf_report_with_and_without_identifiers(
     assert FAKE_PATIENT_NAME in text and FAKE_PATIENT_ID in text
     code, _, err = run(capsys, *base, "--report", str(tmp_path / "r.json"))
     assert code == 0, err
-    assert json.loads((tmp_path / "r.json").read_text())["queries"][0]["note"] == "seen by Dr Who"
+    query_data = json.loads((tmp_path / "r.json").read_text())["queries"][0]
+    assert query_data["note"] == "seen by Dr Who" and query_data["prediction_set"] == ["fine", "coarse"]
 
 
 def test_diagnose_errors(checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -22,6 +22,7 @@ from medfew.diagnosis import (
     SALIENCY_CAVEAT,
     DiagnosisSession,
     DistanceReference,
+    describe_set,
     entropy_flags,
     last_conv_layer,
 )
@@ -82,7 +83,7 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return stripe_checkpoint(tmp_path_factory.mktemp("ckpt"))
 
 
-def stripe_session(checkpoint: Path, rng: np.random.Generator, k: int = 3, **kwargs: float) -> DiagnosisSession:
+def stripe_session(checkpoint: Path, rng: np.random.Generator, k: int = 3, **kwargs: float | None) -> DiagnosisSession:
     session = DiagnosisSession(checkpoint, **kwargs)
     for _ in range(k):
         session.add_support(stripes(FINE, rng), "fine")
@@ -104,7 +105,10 @@ def test_adapt_and_diagnose_stripes(checkpoint: Path) -> None:
         assert sum(pred.probabilities.values()) == pytest.approx(1.0)
         assert pred.probabilities[expected] == max(pred.probabilities.values())
         assert 0.0 <= pred.normalized_entropy <= 1.0
-        assert pred.uncertain == (pred.normalized_entropy > pred.uncertain_threshold)
+        # 6 support scans are too few for a 90% set to leave a class out: both are in, so uncertain
+        assert pred.prediction_set == (expected, ({"fine", "coarse"} - {expected}).pop())
+        assert pred.uncertain and pred.uncertain_rule == "set" and pred.set_confidence == pytest.approx(0.9)
+        assert pred.set_note == "with 6 support scans a 90% set must hold every class; 10 or more scans in all can narrow it"
         assert pred.saliency is not None and pred.saliency.shape == (SIZE, SIZE)
         assert pred.saliency.dtype == np.float32 and pred.saliency.min() >= 0.0 and pred.saliency.max() <= 1.0
         assert pred.saliency_caveat == SALIENCY_CAVEAT and "unreliable" in pred.saliency_caveat
@@ -119,9 +123,15 @@ def test_uncertain_flag_follows_normalised_entropy(checkpoint: Path) -> None:
     assert normalised < 0.1 and not uncertain
     _, normalised, uncertain = entropy_flags(torch.tensor([0.85, 0.15]), threshold=0.5)
     assert normalised == pytest.approx(0.61, abs=0.01) and uncertain
-    # a confident session prediction is not flagged; an absurdly low threshold flags everything
+    # without prediction sets the entropy rule decides: a confident prediction is not flagged, an
+    # absurdly low threshold flags everything
     rng = np.random.default_rng(2)
-    strict = stripe_session(checkpoint, rng, uncertain_threshold=1e-9)
+    plain = stripe_session(checkpoint, rng, alpha=None)
+    plain.adapt()
+    pred = plain.diagnose(stripes(FINE, rng), saliency=False)
+    assert pred.prediction_set is None and pred.uncertain_rule == "entropy" and not pred.uncertain
+    assert pred.set_note == "prediction sets are off in this session" and pred.set_confidence is None
+    strict = stripe_session(checkpoint, rng, uncertain_threshold=1e-9, alpha=None)
     strict.adapt()
     assert strict.diagnose(stripes(FINE, rng), saliency=False).uncertain
 
@@ -224,7 +234,7 @@ def test_leave_one_out(checkpoint: Path) -> None:
     calls: list[tuple[int, int]] = []
     result = session.leave_one_out(progress=lambda done, total: calls.append((done, total)))
     assert result.total == 6 and result.correct == 6 and result.accuracy == 1.0
-    assert calls == [(i, 6) for i in range(1, 7)]
+    assert calls == [(6, 6)]  # ProtoNet scores all left-out scans at once (exact, from features computed once)
     assert result.per_class == {"fine": 1.0, "coarse": 1.0}
     # a mislabelled scan is caught: predicted from the others as what it really is
     session.relabel_support(0, "coarse")  # a fine-stripe scan now labelled coarse
@@ -290,5 +300,103 @@ def test_error_branches(checkpoint: Path) -> None:
         DiagnosisSession(checkpoint, uncertain_threshold=1.5)
     with pytest.raises(ConfigError, match="ood_factor must be a finite number"):
         DiagnosisSession(checkpoint, ood_factor=float("nan"))
+    with pytest.raises(ConfigError, match=r"alpha must be in \(0, 1\) \(e.g. 0.1 for 90% sets\), got 1.5"):
+        DiagnosisSession(checkpoint, alpha=1.5)
+    hot = train_stripe_protonet(steps=0)
+    hot.temperature = -2.0
+    with pytest.raises(ConfigError, match="the model's temperature must be a finite number > 0, got -2.0"):
+        DiagnosisSession.from_method(hot, Preprocessing(SIZE, 3, "zscore"))
     with pytest.raises(ConfigError, match="Linear has no Conv2d layer"):
         last_conv_layer(nn.Linear(2, 2))
+
+
+# ---------------------------------------------------------------------- calibration and prediction sets
+def test_probabilities_are_divided_by_the_model_temperature(checkpoint: Path) -> None:
+    rng = np.random.default_rng(11)
+    plain, hot = stripe_session(checkpoint, np.random.default_rng(11)), stripe_session(checkpoint, rng)
+    hot.method.temperature = 4.0  # as load_checkpoint sets it from a calibrated checkpoint
+    plain.adapt()
+    hot.adapt()
+    query = stripes(COARSE, np.random.default_rng(12))
+    p1, p4 = plain.diagnose(query, saliency=False), hot.diagnose(query, saliency=False)
+    logits = np.log([p1.probabilities[c] for c in plain.class_names])  # log-softmax = logits up to a shift
+    expected = np.exp(logits / 4.0) / np.exp(logits / 4.0).sum()
+    np.testing.assert_allclose([p4.probabilities[c] for c in hot.class_names], expected, rtol=1e-6)
+    assert p4.predicted == p1.predicted and p4.probabilities[p4.predicted] < p1.probabilities[p1.predicted]
+    assert p4.temperature == 4.0 and p1.temperature == 1.0 and hot.temperature == 4.0
+    assert p4.to_dict()["temperature"] == 4.0
+
+
+def test_enough_support_scans_give_single_class_sets_with_their_statement(checkpoint: Path) -> None:
+    rng = np.random.default_rng(13)
+    session = stripe_session(checkpoint, rng, k=5)  # 10 scans: a 90% set can leave a class out
+    session.adapt()
+    for period, expected in ((FINE, "fine"), (COARSE, "coarse")):
+        pred = session.diagnose(stripes(period, rng), saliency=False)
+        assert pred.prediction_set == (expected,) and not pred.uncertain and pred.uncertain_rule == "set"
+        assert pred.set_note is None and pred.set_confidence == pytest.approx(0.9)
+        assert pred.set_statement == (
+            f"{expected} — the true class is in this set in at least 90% of cases if the support scans are "
+            "representative (exchangeable), estimated by leave-one-out"
+        )
+    data = pred.to_dict()
+    assert data["prediction_set"] == ["coarse"] and data["set_confidence"] == pytest.approx(0.9)
+    assert data["uncertain_rule"] == "set" and data["set_statement"].startswith("coarse — ")
+    # a stricter level needs more scans than there are: every class is back in the set
+    strict = stripe_session(checkpoint, rng, k=5, alpha=0.05)
+    strict.adapt()
+    pred = strict.diagnose(stripes(FINE, rng), saliency=False)
+    assert set(pred.prediction_set) == {"fine", "coarse"} and pred.uncertain
+    assert pred.set_note.startswith("with 10 support scans a 95% set must hold every class; 19 or more")
+    assert describe_set(("a", "b", "c"), 0.8, None).startswith("a, b or c — the true class is in this set in at least 80%")
+    assert describe_set((), 0.9, None).startswith("empty set — no class fits this scan at the 90% level")
+
+
+def test_a_class_with_one_scan_has_no_set_and_falls_back_to_entropy(checkpoint: Path) -> None:
+    rng = np.random.default_rng(14)
+    session = stripe_session(checkpoint, rng, k=3)
+    session.add_support(stripes(8, rng), "rare")
+    session.adapt()
+    pred = session.diagnose(stripes(FINE, rng), saliency=False)
+    assert pred.prediction_set is None and pred.set_confidence is None and pred.uncertain_rule == "entropy"
+    assert pred.set_note == (
+        "class ['rare'] has fewer than 2 support scans, so leave-one-out cannot score them and there is no prediction set"
+    )
+    assert pred.uncertain == (pred.normalized_entropy > pred.uncertain_threshold)
+    assert pred.set_statement == f"No prediction set: {pred.set_note}"
+
+
+def test_leave_one_out_scores_are_computed_once_at_adapt(checkpoint: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(15)
+    session = stripe_session(checkpoint, rng, k=5)
+    scored: list[int] = []
+    real = session.method.leave_one_out_logits
+    monkeypatch.setattr(session.method, "leave_one_out_logits",
+                        lambda images, labels: scored.append(len(labels)) or real(images, labels))
+    session.adapt()
+    assert scored == [10]
+    calls: list[tuple[int, int]] = []
+    result = session.leave_one_out(progress=lambda done, total: calls.append((done, total)))
+    assert scored == [10] and calls == [(10, 10)] and result.total == 10  # read, not recomputed
+    session.remove_support(0)
+    assert session.leave_one_out().total == 9 and scored == [10, 9]  # a new support set: adapted again
+    # with sets off, adapt skips the scores and leave_one_out computes them when asked
+    off = stripe_session(checkpoint, rng, k=3, alpha=None)
+    monkeypatch.setattr(off.method, "leave_one_out_logits",
+                        lambda images, labels: scored.append(len(labels)) or real(images, labels))
+    off.adapt()
+    assert scored == [10, 9]
+    assert off.leave_one_out().total == 6 and scored == [10, 9, 6]
+
+
+def test_slow_methods_report_leave_one_out_progress_per_scan_at_adapt() -> None:
+    model = build_method("fomaml", build_backbone("conv4", in_channels=3, image_size=SIZE, hidden=8), inner_steps=1)
+    session = DiagnosisSession.from_method(model, Preprocessing(SIZE, 3, "zscore"))
+    rng = np.random.default_rng(16)
+    for _ in range(2):
+        session.add_support(stripes(FINE, rng), "fine")
+        session.add_support(stripes(COARSE, rng), "coarse")
+    calls: list[tuple[int, int]] = []
+    session.adapt(progress=lambda done, total: calls.append((done, total)))
+    assert calls == [(1, 4), (2, 4), (3, 4), (4, 4)]  # one adapt per left-out scan, each reported
+    assert session.diagnose(stripes(FINE, rng), saliency=False).prediction_set is not None

@@ -683,3 +683,34 @@ def test_summary_reports_calibration_and_sets_in_json_and_text() -> None:
     data = json.loads(json.dumps(none.to_dict(), allow_nan=False))
     assert data["coverage_mean"] is None and data["conformal_alpha"] is None
     assert data["selective_accuracy_mean"] == 0.5 and data["flagged_share_mean"] == 0.0  # one-hot logits: sure
+
+
+def test_evaluate_command_reports_sets_and_turns_them_off(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
+    from PIL import Image
+
+    from medfew.cli import main
+
+    rng = np.random.default_rng(0)
+    for label, period in (("fine", 4), ("coarse", 14)):
+        (tmp_path / label).mkdir()
+        for i in range(9):
+            row = 0.5 + 0.4 * np.sin(2 * np.pi * (np.arange(28) + rng.uniform(0, period)) / period)
+            pixels = np.clip(np.tile(row, (28, 1)) + rng.normal(0, 0.05, (28, 28)), 0, 1)
+            Image.fromarray((pixels * 255).astype(np.uint8)).save(tmp_path / label / f"{i}.png")
+    common = ["evaluate", "--baseline", "nearest_centroid", "--folder", str(tmp_path), "--ways", "2", "--shots", "5",
+              "--queries", "3", "--episodes", "4", "--quiet"]
+    assert main([*common, "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["conformal_alpha"] == 0.1 and data["coverage_n_episodes"] == 4 and data["coverage_mean"] >= 0.5
+    assert data["set_size_mean"] is not None and data["temperature"] == 1.0
+    assert main([*common, "--alpha", "0.2"]) == 0
+    text = capsys.readouterr().out
+    assert "prediction sets: alpha 0.2 (aim: true class in the set in >= 80% of queries)" in text
+    assert any(line.startswith("coverage ") for line in text.splitlines())
+    for off in ("0", "none"):
+        assert main([*common, "--alpha", off, "--json"]) == 0
+        data = json.loads(capsys.readouterr().out)
+        assert data["conformal_alpha"] is None and data["coverage_mean"] is None and data["coverage_n_episodes"] == 0
+    with pytest.raises(SystemExit) as exit_info:
+        main([*common, "--alpha", "ninety"])
+    assert exit_info.value.code == 2 and "argument --alpha: expected a number in (0, 1)" in capsys.readouterr().err

@@ -75,6 +75,12 @@ def test_report_content(diagnosed) -> None:
     (query,) = report.queries
     assert query.prediction == prediction.predicted == "fine" and query.note == "follow up in 3 months"
     assert query.probabilities == prediction.probabilities and query.identifiers == {}
+    # 6 support scans: the 90% prediction set holds both classes, which flags the scan uncertain
+    assert query.prediction_set == prediction.prediction_set == ("fine", "coarse") and query.uncertain
+    assert query.set_confidence == pytest.approx(0.9) and query.uncertain_rule == "set"
+    assert query.set_statement == prediction.set_statement and "6 support scans" in query.set_note
+    assert report.model.temperature == 1.0 and "not calibrated" in report.model.calibration_statement
+    assert report.settings["conformal_alpha"] == 0.1
     assert query.clinical["Modality"] == "CR" and "PatientID" not in query.clinical
     thumb = Image.open(io.BytesIO(query.thumbnail_png))
     overlay = Image.open(io.BytesIO(query.saliency_overlay_png))
@@ -90,6 +96,9 @@ def test_json_has_no_identifiers_or_file_names_unless_asked(diagnosed, tmp_path:
         assert secret not in plain
     data = json.loads(plain)
     assert data["queries"][0]["prediction"] == "fine" and "identifiers" not in data["queries"][0]
+    assert data["queries"][0]["prediction_set"] == ["fine", "coarse"] and data["queries"][0]["set_confidence"] == 0.9
+    assert data["queries"][0]["set_statement"].startswith("fine or coarse — the true class is in this set")
+    assert data["model"]["temperature"] == 1.0 and data["settings"]["conformal_alpha"] == 0.1
     assert data["queries"][0]["thumbnail_png_base64"] and data["disclaimer"] == DISCLAIMER
     full = write_json(build_report(session, [prediction], include_identifiers=True), tmp_path / "f.json").read_text()
     ids = json.loads(full)["queries"][0]["identifiers"]
@@ -103,6 +112,9 @@ def test_pdf_text_is_extractable_and_identifiers_only_on_request(diagnosed, tmp_
     text = pdf_text(write_pdf(report, tmp_path / "r.pdf"))
     assert "RESEARCH USE ONLY" in text and "predicted fine" in text and "clinician says hello" in text
     assert "unreliable" in text and report.model.name in text
+    flat = " ".join(text.split())
+    assert "Prediction set (90%): fine or coarse — the true class is in this set in at least 90% of cases" in flat
+    assert "Calibration: Probabilities are not calibrated" in flat and "Uncertain: YES (the prediction set holds 2" in flat
     for secret in (FAKE_PATIENT_NAME, FAKE_PATIENT_ID, "ACC-42", SUPPORT_NAME):
         assert secret not in text
     text = pdf_text(render_pdf(build_report(session, [prediction], include_identifiers=True)))
@@ -123,6 +135,7 @@ def test_dicom_report_is_an_encapsulated_pdf_filed_in_the_source_study(diagnosed
     assert ds.SeriesInstanceUID and ds.SOPInstanceUID != source.SOPInstanceUID
     document = bytes(ds.EncapsulatedDocument)[: ds.EncapsulatedDocumentLength]
     assert document.startswith(b"%PDF") and "RESEARCH USE ONLY" in pdf_text(document)
+    assert "Prediction set (90%): fine or coarse" in " ".join(pdf_text(document).split())
     assert FAKE_PATIENT_NAME not in pdf_text(document)
     # a pydicom Dataset works as the source as well
     assert dcmread(write_dicom(report, tmp_path / "r2.dcm", source)).PatientID == FAKE_PATIENT_ID
@@ -137,3 +150,26 @@ def test_writer_errors(diagnosed, tmp_path: Path) -> None:
         write_dicom(report, tmp_path / "r.dcm", not_dicom)
     with pytest.raises(ImageInputError, match=r"saliency \(5, 5\) does not match image \(28, 28\)"):
         saliency_overlay_png(prediction.model_input, np.zeros((5, 5), np.float32))
+
+
+def test_a_calibrated_model_is_named_in_every_writer(checkpoint: Path, tmp_path: Path) -> None:
+    # (seed 5 draws five very alike coarse scans: fresh coarse queries then score below all of them and
+    # get empty sets, the variance of a 10-scan calibration; seed 6 does not)
+    rng = np.random.default_rng(6)
+    session = DiagnosisSession(checkpoint)
+    session.method.temperature = 2.5  # as a calibrated checkpoint's sidecar sets it
+    for _ in range(5):
+        session.add_support(stripes_uint8(FINE, rng), "fine")
+        session.add_support(stripes_uint8(COARSE, rng), "coarse")
+    session.adapt()
+    prediction = session.diagnose(stripes_uint8(COARSE, rng))
+    report = build_report(session, [prediction])
+    assert report.model.temperature == 2.5 and report.queries[0].prediction_set == ("coarse",)
+    assert report.queries[0].probabilities == prediction.probabilities and not report.queries[0].uncertain
+    data = json.loads(write_json(report, tmp_path / "r.json").read_text())
+    assert data["model"]["temperature"] == 2.5 and "T = 2.5" in data["model"]["calibration"]
+    assert data["queries"][0]["prediction_set"] == ["coarse"]
+    flat = " ".join(pdf_text(render_pdf(report)).split())
+    assert "softmax(logits / T) with T = 2.5" in flat and "calibrated probability" in flat
+    assert "Prediction set (90%): coarse — the true class is in this set in at least 90% of cases" in flat
+    assert "Uncertain: no (the prediction set holds one class)" in flat

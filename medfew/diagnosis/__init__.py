@@ -1,7 +1,8 @@
-"""medfew.diagnosis: a clinician's session - support set -> adapted model -> predictions, uncertainty, saliency."""
+"""medfew.diagnosis: a clinician's session - support set -> adapted model -> calibrated predictions,
+prediction sets, uncertainty, saliency."""
 
 from medfew.diagnosis.inputs import ImageInput, LoadedImage, load_input, pixel_sha256
-from medfew.diagnosis.prediction import LeaveOneOutResult, Prediction
+from medfew.diagnosis.prediction import LeaveOneOutResult, Prediction, describe_set
 from medfew.diagnosis.saliency import SALIENCY_CAVEAT, SaliencyMapper, last_conv_layer
 from medfew.diagnosis.session import DiagnosisSession, SupportScan
 from medfew.diagnosis.uncertainty import (
@@ -26,6 +27,7 @@ __all__ = [
     "SaliencyMapper",
     "SupportScan",
     "UploadProblem",
+    "describe_set",
     "entropy_flags",
     "expand_class_zip",
     "last_conv_layer",

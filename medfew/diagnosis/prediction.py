@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -17,11 +18,13 @@ class Prediction:
         predicted: Predicted class name (arg-max of ``probabilities``).
         predicted_index: Its index in ``class_names``.
         class_names: ``(N,)`` class names, in the session's class order.
-        probabilities: Class name -> softmax probability (sums to 1).
-        entropy: Softmax entropy in nats.
+        probabilities: Class name -> calibrated probability ``softmax(logits / temperature)`` (sums to 1).
+        entropy: Entropy of ``probabilities`` in nats.
         normalized_entropy: ``entropy / log N`` in ``[0, 1]``.
-        uncertain: ``normalized_entropy > uncertain_threshold``.
-        uncertain_threshold: The threshold used.
+        uncertain: When there is a prediction set, whether it holds other than exactly one class
+            (several: the model cannot tell them apart; none: no class fits); otherwise
+            ``normalized_entropy > uncertain_threshold``. ``uncertain_rule`` says which.
+        uncertain_threshold: The entropy threshold (used when there is no set).
         ood_distance: Distance of the query to the nearest support class mean in the model's
             ``embed`` space; ``None`` when the method has no ``embed``.
         ood_threshold: Distance beyond which the query is out of distribution, or ``None``.
@@ -34,6 +37,14 @@ class Prediction:
             (before normalisation); ``saliency`` is aligned with it.
         image_sha256: sha256 of ``image``'s pixels.
         dicom: The query's DICOM header, when it was a DICOM file (identifiers hidden from repr).
+        prediction_set: Classes of the conformal prediction set, most probable first (possibly
+            empty), or ``None`` when the session has no set (see ``set_note``).
+        set_confidence: ``1 - alpha``: the share of cases the set aims to hold the true class in,
+            or ``None`` without a set.
+        set_note: Why there is no set, or why the set must hold every class (too few support scans
+            for the level); ``None`` otherwise.
+        temperature: The logit temperature the probabilities were divided by (1.0: uncalibrated).
+        uncertain_rule: ``"set"`` or ``"entropy"``: the rule behind ``uncertain``.
     """
 
     predicted: str
@@ -53,19 +64,65 @@ class Prediction:
     model_input: np.ndarray = field(repr=False)
     image_sha256: str = ""
     dicom: DicomMetadata | None = None
+    prediction_set: tuple[str, ...] | None = None
+    set_confidence: float | None = None
+    set_note: str | None = None
+    temperature: float = 1.0
+    uncertain_rule: str = "entropy"
+
+    @property
+    def set_statement(self) -> str:
+        """The prediction set in words, with what it promises (see :func:`describe_set`)."""
+        return describe_set(self.prediction_set, self.set_confidence, self.set_note)
 
     def to_dict(self) -> dict[str, object]:
         """JSON-serialisable summary (no pixels, no identifiers)."""
         return {
             "prediction": self.predicted,
             "probabilities": dict(self.probabilities),
+            "temperature": self.temperature,
+            "prediction_set": None if self.prediction_set is None else list(self.prediction_set),
+            "set_confidence": self.set_confidence,
+            "set_note": self.set_note,
+            "set_statement": self.set_statement,
             "entropy": self.entropy,
             "normalized_entropy": self.normalized_entropy,
             "uncertain": self.uncertain,
+            "uncertain_rule": self.uncertain_rule,
             "out_of_distribution": self.out_of_distribution,
             "ood_distance": self.ood_distance,
             "ood_threshold": self.ood_threshold,
         }
+
+
+def join_classes(names: Sequence[str]) -> str:
+    """``("a",) -> "a"``, ``("a", "b") -> "a or b"``, ``("a", "b", "c") -> "a, b or c"``."""
+    names = list(names)
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " or " + names[-1]
+
+
+def describe_set(prediction_set: Sequence[str] | None, confidence: float | None, note: str | None) -> str:
+    """One sentence for a clinician: the set and its coverage statement, or why there is none.
+
+    Args:
+        prediction_set: Classes in the set (most probable first), or ``None``.
+        confidence: ``1 - alpha``, or ``None`` without a set.
+        note: :attr:`Prediction.set_note`.
+
+    Example:
+        ``"glioma or meningioma — the true class is in this set in at least 90% of cases if the
+        support scans are representative (exchangeable), estimated by leave-one-out"``.
+    """
+    if prediction_set is None or confidence is None:
+        return "No prediction set" + (f": {note}" if note else "")
+    level = f"{100 * confidence:g}%"
+    if not prediction_set:
+        text = (f"empty set — no class fits this scan at the {level} level (it may show something none of "
+                "the classes covers)")
+    else:
+        text = (f"{join_classes(prediction_set)} — the true class is in this set in at least {level} of cases "
+                "if the support scans are representative (exchangeable), estimated by leave-one-out")
+    return text + (f" ({note})" if note else "")
 
 
 @dataclass(frozen=True)

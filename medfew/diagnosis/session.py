@@ -6,18 +6,28 @@ Usage::
     session.add_support("scans/rare/a.dcm", "rare")
     session.add_support(png_bytes, "normal", name="upload.png")
     session.adapt()                                   # the method's own adapt, cached until the set changes
-    prediction = session.diagnose("query.dcm")        # probabilities, flags, saliency
+    prediction = session.diagnose("query.dcm")        # probabilities, prediction set, flags, saliency
+    prediction.prediction_set                         # e.g. ("glioma", "meningioma")
     session.leave_one_out().accuracy                  # reliability of the support set
 
 Every image goes through the checkpoint's preprocessing (resize and pad to ``image_size``, channel
-policy, per-image normalisation), the same as at training. See :mod:`medfew.diagnosis.uncertainty`
-for the *uncertain* and *out of distribution* rules and :mod:`medfew.diagnosis.saliency` for Grad-CAM.
+policy, per-image normalisation), the same as at training.
+
+Probabilities are calibrated: ``softmax(logits / T)`` with the method's ``temperature`` ``T`` (fitted
+on the meta-train domains' val episodes and stored in the checkpoint; 1.0 when never calibrated).
+``adapt`` also scores every support scan with the model adapted to the others, once
+(:func:`medfew.evaluation.conformal.leave_one_out_logits`: one extra adapt per scan unless the method
+has a cheaper exact version), and fits conformal prediction sets at level ``alpha`` on those scores
+(:class:`medfew.evaluation.conformal.ConformalSets`; what the sets promise is in that module's
+docstring); :meth:`DiagnosisSession.leave_one_out` reads its reliability estimate from the same
+scores. See :mod:`medfew.diagnosis.uncertainty` for the *uncertain* and *out of distribution* rules
+and :mod:`medfew.diagnosis.saliency` for Grad-CAM.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,6 +48,16 @@ from medfew.diagnosis.uncertainty import (
     entropy_flags,
 )
 from medfew.errors import ConfigError, NotAdaptedError, SupportSetError
+from medfew.evaluation.calibration import check_temperature
+from medfew.evaluation.conformal import (
+    DEFAULT_ALPHA,
+    ConformalSets,
+    Progress,
+    check_alpha,
+    leave_one_out_logits,
+    leave_one_out_unavailable,
+    min_support_for,
+)
 from medfew.methods.base import AdaptedModel, FewShotMethod
 from medfew.training.checkpoint import CheckpointInfo, Preprocessing, load_checkpoint
 
@@ -59,9 +79,21 @@ class SupportScan:
 
 @dataclass(frozen=True)
 class _Adapted:
+    """The model adapted to one version of the support set, and what was computed with it.
+
+    Attributes:
+        loo_logits: ``(S, N)`` raw leave-one-out logits of the support scans, or ``None`` (a class
+            with a single scan, or not computed yet when sets are off).
+        sets: The conformal sets fitted on them, or ``None``.
+        set_note: Why there are no sets, or why they hold every class; ``None`` otherwise.
+    """
+
     model: AdaptedModel
     reference: DistanceReference | None
     version: int
+    loo_logits: torch.Tensor | None = None
+    sets: ConformalSets | None = None
+    set_note: str | None = None
 
 
 class DiagnosisSession:
@@ -70,14 +102,17 @@ class DiagnosisSession:
     Args:
         checkpoint: ``"default"``, a run directory or a ``.safetensors`` file (see
             :func:`medfew.training.checkpoint.load_checkpoint`).
-        uncertain_threshold: Normalised-entropy threshold of the *uncertain* flag, in ``(0, 1)``.
+        uncertain_threshold: Normalised-entropy threshold of the *uncertain* flag where there is no
+            prediction set, in ``(0, 1)``.
         ood_factor: Multiple of the support reference radius beyond which a query is out of distribution.
         device: Torch device of the model (``"cpu"`` or ``"cuda"``).
         method_options: Test-time method hyperparameters (see ``load_checkpoint``).
+        alpha: Level of the conformal prediction sets (0.1: sets meant to hold the true class in at
+            least 90% of cases), or ``None`` for no sets.
 
     Raises:
         CheckpointError: The checkpoint is missing, corrupt or mismatched.
-        ConfigError: A threshold out of range.
+        ConfigError: A threshold or ``alpha`` out of range, or a bad method temperature.
     """
 
     def __init__(
@@ -88,9 +123,10 @@ class DiagnosisSession:
         ood_factor: float = OOD_FACTOR,
         device: str = "cpu",
         method_options: dict[str, Any] | None = None,
+        alpha: float | None = DEFAULT_ALPHA,
     ) -> None:
         method, info = load_checkpoint(checkpoint, map_location=device, method_options=method_options)
-        self._setup(method, info.preprocessing, info, uncertain_threshold, ood_factor, device)
+        self._setup(method, info.preprocessing, info, uncertain_threshold, ood_factor, device, alpha)
 
     @classmethod
     def from_method(
@@ -102,19 +138,22 @@ class DiagnosisSession:
         ood_factor: float = OOD_FACTOR,
         device: str = "cpu",
         info: CheckpointInfo | None = None,
+        alpha: float | None = DEFAULT_ALPHA,
     ) -> DiagnosisSession:
         """A session around an in-memory method.
 
         Args:
-            method: The few-shot method (the session puts it in eval mode; give each session its own copy).
+            method: The few-shot method (the session puts it in eval mode; give each session its own
+                copy). Its ``temperature`` calibrates the probabilities.
             preprocessing: How images are prepared for it.
             uncertain_threshold: See the class.
             ood_factor: See the class.
             device: See the class.
             info: The checkpoint it came from (model provenance in reports), or ``None``.
+            alpha: See the class.
         """
         session = cls.__new__(cls)
-        session._setup(method.to(device), preprocessing, info, uncertain_threshold, ood_factor, device)
+        session._setup(method.to(device), preprocessing, info, uncertain_threshold, ood_factor, device, alpha)
         return session
 
     def _setup(
@@ -125,6 +164,7 @@ class DiagnosisSession:
         uncertain_threshold: float,
         ood_factor: float,
         device: str,
+        alpha: float | None,
     ) -> None:
         self.method = method.eval()
         self.preprocessing = preprocessing
@@ -132,11 +172,18 @@ class DiagnosisSession:
         self.device = torch.device(device)
         self.uncertain_threshold = check_threshold("uncertain_threshold", uncertain_threshold, 0.0, 1.0)
         self.ood_factor = check_threshold("ood_factor", ood_factor, 0.0, None)
+        self.alpha = None if alpha is None else check_alpha(alpha)
+        check_temperature(getattr(method, "temperature", 1.0), "the model's temperature")
         self._scans: list[SupportScan] = []
         self._classes: list[str] = []
         self._version = 0
         self._adapted: _Adapted | None = None
         self._saliency: SaliencyMapper | None = None
+
+    @property
+    def temperature(self) -> float:
+        """The model's logit temperature ``T``: probabilities are ``softmax(logits / T)``."""
+        return check_temperature(getattr(self.method, "temperature", 1.0), "the model's temperature")
 
     # ------------------------------------------------------------------ support set
     @property
@@ -212,8 +259,16 @@ class DiagnosisSession:
         """Whether ``adapt`` ran on the current support set."""
         return self._adapted is not None and self._adapted.version == self._version
 
-    def adapt(self) -> None:
-        """Adapt the model to the support set with the method's own ``adapt`` (a no-op if already done).
+    def adapt(self, progress: Progress | None = None) -> None:
+        """Adapt the model to the support set, and fit the prediction sets (a no-op if already done).
+
+        With ``alpha`` set and at least two scans in every class, every support scan is also scored by
+        the model adapted to the others (leave-one-out), once; the prediction sets and
+        :meth:`leave_one_out` use those scores.
+
+        Args:
+            progress: ``progress(done, total)`` during leave-one-out (one adapt per support scan for
+                methods without a cheaper exact version: slow for the MAML family).
 
         Raises:
             SupportSetError: Fewer than two classes, or a class without scans.
@@ -228,7 +283,17 @@ class DiagnosisSession:
             None if features is None
             else DistanceReference.fit(features, labels, len(self._classes), factor=self.ood_factor)
         )
-        self._adapted = _Adapted(model=model, reference=reference, version=self._version)
+        adapted = _Adapted(model=model, reference=reference, version=self._version)
+        if self.alpha is None:
+            adapted = dataclasses.replace(adapted, set_note="prediction sets are off in this session")
+        else:
+            reason = leave_one_out_unavailable(labels, self._classes)
+            if reason is not None:
+                adapted = dataclasses.replace(adapted, set_note=reason)
+            else:
+                adapted = self._with_sets(adapted, leave_one_out_logits(self.method, images, labels, progress=progress),
+                                          labels)
+        self._adapted = adapted
 
     def diagnose(
         self,
@@ -254,11 +319,18 @@ class DiagnosisSession:
         loaded = load_input(image, name, window=window)
         model_input = self._model_input(loaded)
         x = self._normalize(model_input.unsqueeze(0))
+        temperature = self.temperature
         with torch.no_grad():
-            probabilities = torch.softmax(adapted.model.predict(x).double(), dim=-1)[0].cpu()
+            probabilities = torch.softmax(adapted.model.predict(x).double() / temperature, dim=-1)[0].cpu()
             features = adapted.model.embed(x) if adapted.reference is not None else None
         index = int(probabilities.argmax())
         entropy, normalized, uncertain = entropy_flags(probabilities, self.uncertain_threshold)
+        members: tuple[str, ...] | None = None
+        if adapted.sets is not None:
+            inside = adapted.sets.predict(probabilities[None].numpy())[0]
+            order = np.argsort(-probabilities.numpy(), kind="stable")
+            members = tuple(self._classes[i] for i in order if inside[i])
+            uncertain = len(members) != 1
         distance = threshold = outlier = None
         if adapted.reference is not None and features is not None:
             distance = float(adapted.reference.distance(features)[0])
@@ -282,14 +354,23 @@ class DiagnosisSession:
             model_input=model_input.cpu().numpy(),
             image_sha256=loaded.sha256,
             dicom=loaded.dicom,
+            prediction_set=members,
+            set_confidence=None if adapted.sets is None else adapted.sets.confidence,
+            set_note=adapted.set_note,
+            temperature=temperature,
+            uncertain_rule="entropy" if members is None else "set",
         )
 
-    def leave_one_out(self, progress: Callable[[int, int], None] | None = None) -> LeaveOneOutResult:
-        """Predict each support scan from the others (the method's ``adapt`` on the rest).
+    def leave_one_out(self, progress: Progress | None = None) -> LeaveOneOutResult:
+        """Predict each support scan from the others: the reliability of the support set.
+
+        Reads the leave-one-out scores that :meth:`adapt` computed (adapting first when needed; computing
+        them now when the session has no prediction sets), so no scan is adapted to twice.
 
         Args:
-            progress: Called as ``progress(done, total)`` after each left-out scan (one ``adapt`` each:
-                slow for the MAML family, so a screen can show how far it is).
+            progress: Called as ``progress(done, total)`` while the scores are computed (after each
+                left-out scan for methods that adapt once per scan, which is slow for the MAML family;
+                once at the end for methods with a faster exact version or when the scores were ready).
 
         Raises:
             SupportSetError: A class with fewer than two scans (its scan could not be left out),
@@ -302,16 +383,19 @@ class DiagnosisSession:
             raise SupportSetError(
                 f"leave-one-out needs at least 2 scans per class; {small} have {[counts[c] for c in small]}"
             )
-        hits: Counter[str] = Counter()
-        for i, scan in enumerate(self._scans):
-            rest = self._scans[:i] + self._scans[i + 1 :]
-            images, labels = self._support_tensors(rest)
-            model = self._run_adapt(images, labels)
-            with torch.no_grad():
-                logits = model.predict(self._normalize(scan.model_input.unsqueeze(0)))
-            hits[scan.label] += int(self._classes[int(logits.argmax())] == scan.label)
-            if progress is not None:
-                progress(i + 1, len(self._scans))
+        ready = self.is_adapted and self._adapted is not None and self._adapted.loo_logits is not None
+        self.adapt(progress)
+        adapted = self._require_adapted()
+        if adapted.loo_logits is None:  # sets are off: the scores were not needed until now
+            images, labels = self._support_tensors(self._scans)
+            loo = leave_one_out_logits(self.method, images, labels, progress=progress)
+            adapted = self._adapted = dataclasses.replace(adapted, loo_logits=loo)
+        elif ready and progress is not None:
+            progress(len(self._scans), len(self._scans))
+        predicted = adapted.loo_logits.argmax(dim=1).tolist()  # type: ignore[union-attr]
+        hits: Counter[str] = Counter(
+            scan.label for scan, p in zip(self._scans, predicted) if self._classes[p] == scan.label
+        )
         correct = sum(hits.values())
         return LeaveOneOutResult(
             accuracy=correct / len(self._scans),
@@ -321,6 +405,18 @@ class DiagnosisSession:
         )
 
     # ------------------------------------------------------------------ internals
+    def _with_sets(self, adapted: _Adapted, loo: torch.Tensor, labels: torch.Tensor) -> _Adapted:
+        """``adapted`` with the leave-one-out logits and the conformal sets fitted on them."""
+        assert self.alpha is not None
+        probabilities = torch.softmax(loo.double() / self.temperature, dim=-1).cpu()
+        sets = ConformalSets.fit(probabilities, labels.cpu(), self.alpha)
+        note = None
+        if sets.always_full:
+            level = f"{100 * sets.confidence:g}%"
+            note = (f"with {sets.n_calibration} support scans a {level} set must hold every class; "
+                    f"{min_support_for(self.alpha)} or more scans in all can narrow it")
+        return dataclasses.replace(adapted, loo_logits=loo, sets=sets, set_note=note)
+
     def _changed(self) -> None:
         self._version += 1
 

@@ -1,9 +1,15 @@
-"""Uncertainty of a few-shot prediction: normalised entropy and an out-of-distribution distance rule.
+"""Uncertainty of a few-shot prediction: the prediction set or normalised entropy, and an
+out-of-distribution distance rule.
 
-**Uncertain** (:func:`entropy_flags`): the softmax entropy ``H = -sum_c p_c log p_c`` divided by its
-maximum ``log N`` lies in ``[0, 1]``; a prediction is *uncertain* when it exceeds ``threshold``
-(default :data:`UNCERTAIN_THRESHOLD` = 0.6). For two classes 0.6 means a top probability below about
-0.85; for five classes, below about 0.75 (depending on how the rest is spread).
+**Uncertain**: when the session has a conformal prediction set for the scan (see
+:mod:`medfew.evaluation.conformal`: at least two support scans in every class), the scan is
+*uncertain* when its set does not hold exactly one class: several classes (the model cannot tell
+them apart at the set's level, e.g. 90%) or none (no class fits). Otherwise (a class with a single
+scan, or sets off) the entropy rule of :func:`entropy_flags` applies to the *calibrated*
+probabilities ``softmax(logits / T)``: the entropy ``H = -sum_c p_c log p_c`` divided by its maximum
+``log N`` lies in ``[0, 1]``; the scan is *uncertain* when it exceeds ``threshold`` (default
+:data:`UNCERTAIN_THRESHOLD` = 0.6, the constant evaluation uses too). For two classes 0.6 means a top
+probability below about 0.85; for five classes, below about 0.75 (depending on how the rest is spread).
 
 **Out of distribution** (:class:`DistanceReference`): in the adapted model's ``embed`` space, each
 class has a mean of its support features. The *reference radius* ``r`` is the largest Euclidean
@@ -27,16 +33,18 @@ from dataclasses import dataclass
 import torch
 
 from medfew.errors import ConfigError
+from medfew.evaluation.metrics import UNCERTAIN_THRESHOLD
 
-UNCERTAIN_THRESHOLD = 0.6
+__all__ = ["OOD_FACTOR", "UNCERTAIN_THRESHOLD", "DistanceReference", "check_threshold", "entropy_flags"]
+
 OOD_FACTOR = 1.25
 
 
 def entropy_flags(probabilities: torch.Tensor, threshold: float = UNCERTAIN_THRESHOLD) -> tuple[float, float, bool]:
-    """Entropy of one probability vector and the *uncertain* flag.
+    """Entropy of one probability vector and the entropy rule's *uncertain* flag.
 
     Args:
-        probabilities: ``(N,)`` softmax probabilities, ``N >= 2``.
+        probabilities: ``(N,)`` calibrated softmax probabilities, ``N >= 2``.
         threshold: Normalised-entropy threshold in ``(0, 1)``.
 
     Returns:

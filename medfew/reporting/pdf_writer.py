@@ -1,8 +1,9 @@
 """Render a :class:`~medfew.reporting.report.DiagnosticReport` as a PDF with reportlab.
 
 All text is real PDF text (Platypus paragraphs and tables), so it can be searched, copied and
-extracted; images are embedded PNGs. The disclaimer comes first, then model and support set, then one
-section per query (identifiers only when the report holds them).
+extracted; images are embedded PNGs. The disclaimer comes first, then model (with its calibration) and
+support set, then one section per query: calibrated probabilities, the prediction set with its coverage
+statement, flags, images (identifiers only when the report holds them).
 """
 
 from __future__ import annotations
@@ -41,19 +42,28 @@ def _flag(value: bool | None) -> str:
     return "not available" if value is None else ("YES" if value else "no")
 
 
-def _query_section(index: int, query: QueryResult, styles, with_identifiers: bool) -> list[Flowable]:
+def _uncertain_text(query: QueryResult) -> str:
+    if query.uncertain_rule == "set" and query.prediction_set is not None:
+        size = len(query.prediction_set)
+        why = f"the prediction set holds {size} classes" if size != 1 else "the prediction set holds one class"
+        return f"Uncertain: {_flag(query.uncertain)} ({why})."
+    return f"Uncertain: {_flag(query.uncertain)} (normalised entropy {query.normalized_entropy:.3f})."
+
+
+def _query_section(index: int, query: QueryResult, styles, with_identifiers: bool,
+                   calibrated: bool = False) -> list[Flowable]:
     body, small = styles["BodyText"], styles["Italic"]
     parts: list[Flowable] = [_p(f"Query {index}: predicted {query.prediction}", styles["Heading2"])]
     if with_identifiers and query.identifiers:
         rows = [[_p(k, body), _p(v, body)] for k, v in sorted(query.identifiers.items())]
         parts += [_p("Patient / study identifiers", styles["Heading4"]),
                   Table(rows, colWidths=[50 * mm, 110 * mm], style=_GRID)]
-    rows = [[_p("class", body), _p("probability", body)]]
+    rows = [[_p("class", body), _p("calibrated probability" if calibrated else "probability", body)]]
     rows += [[_p(c, body), _p(f"{p:.3f}", body)] for c, p in query.probabilities.items()]
     parts.append(Table(rows, colWidths=[80 * mm, 40 * mm], style=_GRID))
-    parts.append(_p(
-        f"Uncertain: {_flag(query.uncertain)} (normalised entropy {query.normalized_entropy:.3f}). "
-        f"Out of distribution: {_flag(query.out_of_distribution)}.", body))
+    level = f" ({100 * query.set_confidence:g}%)" if query.set_confidence is not None else ""
+    parts.append(_p(f"Prediction set{level}: {query.set_statement or '(not computed)'}.", body))
+    parts.append(_p(f"{_uncertain_text(query)} Out of distribution: {_flag(query.out_of_distribution)}.", body))
     pictures = [Image(io.BytesIO(query.thumbnail_png), width=_IMAGE_SIDE, height=_IMAGE_SIDE, kind="proportional")]
     if query.saliency_overlay_png:
         pictures.append(Image(io.BytesIO(query.saliency_overlay_png), width=_IMAGE_SIDE, height=_IMAGE_SIDE))
@@ -82,6 +92,7 @@ def render_pdf(report: DiagnosticReport) -> bytes:
         _p(f"{report.model.name} - method {report.model.method}, backbone {report.model.backbone}", body),
         _p(f"Weights sha256: {report.model.weights_sha256 or '(in-memory model)'}", body),
         _p(f"Training data: {', '.join(report.model.training_data) or '(not recorded)'}", body),
+        _p(f"Calibration: {report.model.calibration_statement}", body),
         _p("Support set", styles["Heading3"]),
     ]
     rows = [[_p("class", body), _p("scans", body)]]
@@ -92,11 +103,20 @@ def render_pdf(report: DiagnosticReport) -> bytes:
         "Leave-one-out accuracy of the support set: " + (f"{loo:.3f}" if loo is not None else "not computed"), body))
     settings = report.settings
     if settings:
+        alpha = settings.get("conformal_alpha")
+        sets = (
+            f"Prediction sets: level alpha = {alpha:g}, calibrated by leave-one-out on the support set (each support "
+            "scan scored by the model adapted to the others); they hold the true class in at least "
+            f"{100 * (1 - alpha):g}% of cases if the support scans are representative of the queries "
+            "(exchangeable) - approximately, as the query is scored by the model adapted to all scans. "
+            if alpha is not None else "Prediction sets: off. "
+        )
         story.append(_p(
-            f"Uncertain when normalised entropy > {settings.get('uncertain_threshold')}; out of distribution when "
+            f"{sets}Uncertain when the prediction set holds other than exactly one class; where there is no set, "
+            f"when the normalised entropy > {settings.get('uncertain_threshold')}. Out of distribution when "
             f"the distance to the nearest class mean > {settings.get('ood_factor')} x the support radius.", body))
     for i, query in enumerate(report.queries, start=1):
-        story += _query_section(i, query, styles, report.include_identifiers)
+        story += _query_section(i, query, styles, report.include_identifiers, report.model.temperature != 1.0)
     buffer = io.BytesIO()
     doc = SimpleDocTemplate(buffer, pagesize=A4, title="medfew diagnostic report", author="medfew",
                             leftMargin=18 * mm, rightMargin=18 * mm, topMargin=15 * mm, bottomMargin=15 * mm)

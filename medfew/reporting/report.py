@@ -1,5 +1,9 @@
 """The diagnostic report as data: :class:`DiagnosticReport` and :func:`build_report` from a session.
 
+Every query carries the calibrated probabilities, its conformal prediction set with the coverage
+statement (or why there is none), and the flags; the model summary carries the temperature the
+probabilities were calibrated with.
+
 A report holds everything a writer needs (text, numbers, PNG bytes) and nothing that needs a model.
 It never holds file names of support scans (they often contain patient names): support images are
 named by the sha256 of their pixels. Patient identifiers appear only when ``include_identifiers=True``,
@@ -37,6 +41,8 @@ class ModelSummary:
         backbone: Backbone name.
         weights_sha256: sha256 of the weights file ("" for an in-memory model).
         training_data: Names of the datasets the model was meta-trained on.
+        temperature: The model's logit temperature ``T`` (its calibration): the probabilities are
+            ``softmax(logits / T)``; 1.0 means uncalibrated.
     """
 
     name: str
@@ -44,6 +50,15 @@ class ModelSummary:
     backbone: str
     weights_sha256: str
     training_data: tuple[str, ...] = ()
+    temperature: float = 1.0
+
+    @property
+    def calibration_statement(self) -> str:
+        """One sentence on how the probabilities were calibrated."""
+        if self.temperature == 1.0:
+            return "Probabilities are not calibrated: the model carries no temperature (T = 1)."
+        return (f"Probabilities are calibrated by temperature scaling, softmax(logits / T) with T = "
+                f"{self.temperature:.3g}, fitted on validation episodes of the model's training domains.")
 
 
 @dataclass(frozen=True)
@@ -69,9 +84,9 @@ class QueryResult:
 
     Attributes:
         prediction: Predicted class.
-        probabilities: Class name -> probability.
+        probabilities: Class name -> calibrated probability (see ``ModelSummary.temperature``).
         normalized_entropy: Entropy divided by ``log N``, in ``[0, 1]``.
-        uncertain: The *uncertain* flag.
+        uncertain: The *uncertain* flag (``uncertain_rule`` says which rule set it).
         out_of_distribution: The *out of distribution* flag (``None``: not computable for this method).
         thumbnail_png: PNG bytes of the query.
         saliency_overlay_png: PNG bytes of the Grad-CAM overlay, or ``None``.
@@ -81,6 +96,11 @@ class QueryResult:
         identifiers: Patient / study identifiers from the query's DICOM header; empty unless the
             report was built with ``include_identifiers=True``.
         clinical: Non-identifying DICOM fields (modality, body part, ...), empty for non-DICOM queries.
+        prediction_set: Classes of the conformal prediction set (most probable first), or ``None``.
+        set_confidence: ``1 - alpha`` of the set, or ``None``.
+        set_note: Why there is no set, or why it holds every class; ``None`` otherwise.
+        set_statement: The set and its coverage statement in words (``Prediction.set_statement``).
+        uncertain_rule: ``"set"`` (the set holds other than one class) or ``"entropy"``.
     """
 
     prediction: str
@@ -95,6 +115,11 @@ class QueryResult:
     note: str = ""
     identifiers: dict[str, str] = field(default_factory=dict, repr=False)
     clinical: dict[str, Any] = field(default_factory=dict)
+    prediction_set: tuple[str, ...] | None = None
+    set_confidence: float | None = None
+    set_note: str | None = None
+    set_statement: str = ""
+    uncertain_rule: str = "entropy"
 
 
 @dataclass(frozen=True)
@@ -108,7 +133,8 @@ class DiagnosticReport:
         support: :class:`SupportSummary`.
         queries: One :class:`QueryResult` per diagnosed scan.
         include_identifiers: Whether identifiers were copied in (``queries[i].identifiers``).
-        settings: Thresholds used (``uncertain_threshold``, ``ood_factor``) and preprocessing.
+        settings: Thresholds used (``uncertain_threshold``, ``ood_factor``), the prediction sets'
+            ``conformal_alpha`` (``None``: off) and preprocessing.
         medfew_version: Version that made the report.
     """
 
@@ -128,8 +154,13 @@ class DiagnosticReport:
             entry: dict[str, Any] = {
                 "prediction": q.prediction,
                 "probabilities": dict(q.probabilities),
+                "prediction_set": None if q.prediction_set is None else list(q.prediction_set),
+                "set_confidence": q.set_confidence,
+                "set_note": q.set_note,
+                "set_statement": q.set_statement,
                 "normalized_entropy": q.normalized_entropy,
                 "uncertain": q.uncertain,
+                "uncertain_rule": q.uncertain_rule,
                 "out_of_distribution": q.out_of_distribution,
                 "saliency_caveat": q.saliency_caveat,
                 "image_sha256": q.image_sha256,
@@ -154,6 +185,8 @@ class DiagnosticReport:
                 "backbone": self.model.backbone,
                 "weights_sha256": self.model.weights_sha256,
                 "training_data": list(self.model.training_data),
+                "temperature": self.model.temperature,
+                "calibration": self.model.calibration_statement,
             },
             "support": {
                 "classes": list(self.support.classes),
@@ -173,10 +206,10 @@ def model_summary(session: DiagnosisSession) -> ModelSummary:
     if info is None:
         backbone = type(session.method.backbone).__name__
         return ModelSummary(name=f"{session.method.name}/in-memory", method=session.method.name,
-                            backbone=backbone, weights_sha256="")
+                            backbone=backbone, weights_sha256="", temperature=session.temperature)
     names = tuple(str(d.get("name", "")) for d in info.data_provenance if isinstance(d, dict) and d.get("name"))
     return ModelSummary(name=info.name, method=info.method, backbone=info.backbone,
-                        weights_sha256=info.weights_sha256, training_data=names)
+                        weights_sha256=info.weights_sha256, training_data=names, temperature=session.temperature)
 
 
 def build_report(
@@ -219,6 +252,7 @@ def build_report(
     settings = {
         "uncertain_threshold": session.uncertain_threshold,
         "ood_factor": session.ood_factor,
+        "conformal_alpha": session.alpha,
         "preprocessing": {"image_size": prep.image_size, "channels": prep.channels, "normalize": prep.normalize},
     }
     stamp = (created or datetime.now(UTC)).astimezone(UTC).isoformat(timespec="seconds")
@@ -245,4 +279,9 @@ def _query_result(prediction: Prediction, note: str, include_identifiers: bool) 
         note=str(note or ""),
         identifiers=dict(dicom.identifying) if (dicom is not None and include_identifiers) else {},
         clinical={} if dicom is None else dicom.to_dict(include_identifiers=False),
+        prediction_set=prediction.prediction_set,
+        set_confidence=prediction.set_confidence,
+        set_note=prediction.set_note,
+        set_statement=prediction.set_statement,
+        uncertain_rule=prediction.uncertain_rule,
     )
