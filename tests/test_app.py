@@ -102,12 +102,22 @@ def test_flow_upload_label_adapt_diagnose_report(labelled: Clinician, data_root:
     assert user.counts() == ["**Pneumocystis**: 3 scans", "**Streptococcus**: 3 scans"]
     assert any(s.startswith("Adapted to 2 classes from 6 scans") for s in user.texts("success"))
     assert any("Leave-one-out" in m and "of 6 support scans" in m for m in user.texts("markdown"))
+    # 6 scans are too few for a 90% set to leave a class out, and the page says so
+    assert "Prediction sets: with 6 support scans a 90% set must hold every class; 10 or more scans in all can " \
+           "narrow it." in user.texts("info")
     query = scans(data_root, "Pneumocystis", 1, start=5)
     user.diagnose(query + [("query.dcm", synthetic_dicom(), "application/dicom")])
     titles = [s for s in user.texts("subheader") if ": " in s]
     assert [t.split(":")[0] for t in titles] == [query[0][0], "query.dcm"]
     assert all(t.split(": ")[1].split(" (")[0] in CLASSES for t in titles)
     assert len(user.at.get("vega_lite_chart")) == 2  # one probability chart per scan
+    sets = [m for m in user.texts("markdown") if m.startswith("**Prediction set (90%)**: ")]
+    assert len(sets) == 2 and all(set(m.split(": ", 1)[1].split(" or ")) == set(CLASSES) for m in sets)
+    assert sum(c.startswith("The true class is in this set in at least 90% of cases if the support scans are "
+                            "representative (exchangeable)") for c in user.texts("caption")) == 2
+    assert sum(w.startswith("Uncertain: the 90% prediction set holds 2 classes") for w in user.texts("warning")) == 2
+    assert sum(c.startswith(("Calibrated probabilities (temperature T = ", "Probabilities (this model is not"))
+               for c in user.texts("caption")) == 2
     assert any("unreliable for localising" in c for c in user.texts("caption"))
     labels = [b.label for b in user.at.get("download_button")]
     assert labels == ["Download PDF report", "Download JSON report", "Download DICOM report (query.dcm)"]
@@ -119,6 +129,9 @@ def test_flow_upload_label_adapt_diagnose_report(labelled: Clinician, data_root:
     assert "RESEARCH USE ONLY" in text and "Reviewed; CT advised" in text and "Pneumocystis" in text
     report = json.loads(files["json"])
     assert [q["prediction"] for q in report["queries"]] == [t.split(": ")[1].split(" (")[0] for t in titles]
+    assert all(sorted(q["prediction_set"]) == sorted(CLASSES) and q["uncertain_rule"] == "set" for q in report["queries"])
+    assert "temperature" in report["model"] and report["settings"]["conformal_alpha"] == 0.1
+    assert "Prediction set (90%): " in " ".join(text.split())
     assert report["support"]["counts"] == {"Pneumocystis": 3, "Streptococcus": 3}
     for forbidden in (FAKE_PATIENT_NAME, FAKE_PATIENT_ID, query[0][0], "query.dcm"):
         assert forbidden not in text and forbidden not in files["json"].decode()
@@ -226,3 +239,25 @@ def test_changing_a_flag_setting_keeps_the_support_set(labelled: Clinician) -> N
     assert workspace.session is not before and workspace.session.ood_factor == 2.0
     assert user.counts() == ["**Pneumocystis**: 3 scans", "**Streptococcus**: 3 scans"]
     assert not workspace.is_adapted and not user.at.button(key="adapt").disabled
+
+
+def test_prediction_set_level_can_be_changed_or_turned_off(labelled: Clinician, data_root: Path) -> None:
+    user = labelled
+    query = scans(data_root, "Streptococcus", 1, start=4)
+    user.at.radio(key="set_level").set_value("off")
+    user.run()
+    workspace = user.at.session_state["workspace"]
+    assert workspace.session.alpha is None and user.counts() == ["**Pneumocystis**: 3 scans", "**Streptococcus**: 3 scans"]
+    user.adapt().diagnose(query)
+    assert "No prediction set: prediction sets are off in this session." in user.texts("caption")
+    assert not [m for m in user.texts("markdown") if m.startswith("**Prediction set")]
+    prediction = workspace.outcomes[0].prediction
+    assert prediction.uncertain_rule == "entropy" and prediction.prediction_set is None
+    assert any("Leave-one-out" in m for m in user.texts("markdown"))  # still computed, when asked for
+    # 80% sets: 6 scans are enough to leave a class out (1/7 < 0.2)
+    user.at.radio(key="set_level").set_value("80%")
+    user.run()
+    assert user.at.session_state["workspace"].session.alpha == pytest.approx(0.2)
+    user.adapt().diagnose(query)
+    assert not [i for i in user.texts("info") if i.startswith("Prediction sets:")]
+    assert [m for m in user.texts("markdown") if m.startswith("**Prediction set (80%)**: ")]

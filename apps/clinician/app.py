@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from workspace import LoadedModel, QueryOutcome, Workspace
 
 from medfew.data.readers import WINDOW_PRESETS
-from medfew.diagnosis import OOD_FACTOR, SALIENCY_CAVEAT, UNCERTAIN_THRESHOLD
+from medfew.diagnosis import DEFAULT_ALPHA, OOD_FACTOR, SALIENCY_CAVEAT, UNCERTAIN_THRESHOLD, Prediction, join_classes
 from medfew.errors import MedfewError
 from medfew.reporting import DISCLAIMER
 from medfew.training.checkpoint import load_checkpoint
@@ -30,6 +30,9 @@ DEFAULT_CHECKPOINT = os.environ.get("MEDFEW_APP_CHECKPOINT", "default")
 HEADER_WINDOW = "from the file (VOI LUT / window)"
 WINDOWS = [HEADER_WINDOW, *WINDOW_PRESETS]
 GALLERY_COLUMNS = 6
+SET_LEVELS = {"80%": 0.2, "90%": 0.1, "95%": 0.05, "off": None}
+"""Prediction-set confidence -> alpha (the share of cases a set may miss the true class)."""
+DEFAULT_SET_LEVEL = next(label for label, alpha in SET_LEVELS.items() if alpha == DEFAULT_ALPHA)
 
 
 @st.cache_resource(show_spinner="Loading the model...")
@@ -63,8 +66,13 @@ def model_sidebar() -> Workspace | None:
             checkpoint = st.text_input("Checkpoint: a run directory or a .safetensors file", key="checkpoint_path")
             checkpoint = checkpoint.strip()
         st.header("Flags")
-        uncertain = st.slider("Uncertain when the normalised entropy exceeds", 0.05, 0.95, UNCERTAIN_THRESHOLD, 0.05,
-                              key="uncertain_threshold")
+        level = st.radio("Prediction sets that hold the true class in at least", list(SET_LEVELS),
+                         index=list(SET_LEVELS).index(DEFAULT_SET_LEVEL), key="set_level", horizontal=True,
+                         help="Calibrated by leave-one-out on your support scans; a scan is uncertain when its set "
+                              "holds more than one class (or none). Needs two or more scans per class.")
+        alpha = SET_LEVELS[level]
+        uncertain = st.slider("Without a prediction set: uncertain when the normalised entropy exceeds", 0.05, 0.95,
+                              UNCERTAIN_THRESHOLD, 0.05, key="uncertain_threshold")
         ood = st.slider("Out of distribution beyond this many support radii", 1.0, 5.0, OOD_FACTOR, 0.25,
                         key="ood_factor")
         st.header("Privacy")
@@ -80,15 +88,18 @@ def model_sidebar() -> Workspace | None:
             st.error(f"Cannot load the model: {exc}")
             return None
         info = model.info
+        calibration = (f"probabilities calibrated with temperature T = {info.temperature:.3g}" if info.temperature != 1.0
+                       else "probabilities not calibrated (no temperature in the checkpoint)")
         st.caption(f"**{info.method}** on **{info.backbone}**, {info.preprocessing.image_size}x"
                    f"{info.preprocessing.image_size}x{info.preprocessing.channels}, weights "
-                   f"`{info.weights_sha256[:12]}`")
-    key = (checkpoint, info.weights_sha256, uncertain, ood)
+                   f"`{info.weights_sha256[:12]}`; {calibration}")
+    key = (checkpoint, info.weights_sha256, uncertain, ood, alpha)
     workspace: Workspace | None = st.session_state.get("workspace")
     if workspace is None:
-        workspace = Workspace(model.new_session(uncertain_threshold=uncertain, ood_factor=ood))
+        workspace = Workspace(model.new_session(uncertain_threshold=uncertain, ood_factor=ood, alpha=alpha))
     elif workspace.model_key != key:
-        problems = workspace.replace_session(model.new_session(uncertain_threshold=uncertain, ood_factor=ood))
+        problems = workspace.replace_session(model.new_session(uncertain_threshold=uncertain, ood_factor=ood,
+                                                               alpha=alpha))
         for message in problems:
             st.error(f"Dropped with the new model: {message}")
     workspace.model_key = key
@@ -179,7 +190,8 @@ def adapt_step(workspace: Workspace) -> None:
         bar = st.progress(0.0, text=f"Adapting {method.name} to {len(workspace.views)} scans ({what})...")
 
         def progress(done: int, total: int) -> None:
-            bar.progress(done / total, text=f"Leave-one-out check of the support set: {done} of {total} scans")
+            bar.progress(done / total, text=f"Leave-one-out scores of the support set (they calibrate the prediction "
+                                            f"sets): {done} of {total} scans")
 
         try:
             workspace.adapt(progress)
@@ -190,9 +202,13 @@ def adapt_step(workspace: Workspace) -> None:
         counts = workspace.session.support_counts()
         st.success(f"Adapted to {len(counts)} classes from {sum(counts.values())} scans "
                    f"in {workspace.adapt_seconds:.2f} s.")
+        note = workspace.session.set_note
+        if note is not None:
+            st.info(f"Prediction sets: {note}.")
         loo = workspace.leave_one_out
         if loo is None:
-            st.caption("Add two or more scans per class for a leave-one-out estimate of this support set's reliability.")
+            st.caption("Add two or more scans per class for a leave-one-out estimate of this support set's reliability "
+                       "and for prediction sets.")
         else:
             per_class = ", ".join(f"{c} {100 * a:.0f}%" for c, a in loo.per_class.items())
             st.markdown(f"**Leave-one-out**: {loo.correct} of {loo.total} support scans are predicted as their own "
@@ -235,12 +251,14 @@ def outcome_card(index: int, outcome: QueryOutcome, version: int) -> None:
         scan.image(outcome.thumbnail, caption="Scan", width="stretch")
         probabilities = pd.DataFrame({"class": list(p.probabilities), "probability": list(p.probabilities.values())})
         chart.bar_chart(probabilities, x="class", y="probability", horizontal=True, height=60 + 30 * len(probabilities))
+        chart.caption(f"Calibrated probabilities (temperature T = {p.temperature:.3g})" if p.temperature != 1.0
+                      else "Probabilities (this model is not calibrated)")
         if outcome.overlay is not None:
             saliency.image(outcome.overlay, caption="Grad-CAM saliency", width="stretch")
             saliency.caption(SALIENCY_CAVEAT)
+        prediction_set_lines(p)
         if p.uncertain:
-            st.warning(f"Uncertain: normalised entropy {p.normalized_entropy:.2f} is above {p.uncertain_threshold:.2f}; "
-                       "the model cannot tell these classes apart on this scan.")
+            st.warning(uncertain_text(p))
         if p.out_of_distribution:
             st.warning(f"Out of distribution: this scan is farther from every class ({p.ood_distance:.2f}) than "
                        f"the support scans are from their own ({p.ood_threshold:.2f} allowed). It may show something "
@@ -248,6 +266,31 @@ def outcome_card(index: int, outcome: QueryOutcome, version: int) -> None:
         elif p.out_of_distribution is None:
             st.caption("No out-of-distribution check: this model has no embedding space.")
         st.text_area("Clinician's note (goes into the report)", key=f"note_{version}_{index}")
+
+
+def prediction_set_lines(p: Prediction) -> None:
+    """The scan's prediction set in bold, and what it promises (or why there is none)."""
+    if p.prediction_set is None or p.set_confidence is None:
+        st.caption(p.set_statement + ".")
+        return
+    level = f"{100 * p.set_confidence:g}%"
+    members = join_classes(p.prediction_set) if p.prediction_set else "no class (empty set)"
+    st.markdown(f"**Prediction set ({level})**: {members}")
+    promise = p.set_statement.split(" — ", 1)[-1]
+    st.caption(promise[:1].upper() + promise[1:] + ".")
+
+
+def uncertain_text(p: Prediction) -> str:
+    """Why a scan is flagged uncertain, in one sentence."""
+    if p.uncertain_rule == "set" and p.prediction_set is not None and p.set_confidence is not None:
+        level = f"{100 * p.set_confidence:g}%"
+        if not p.prediction_set:
+            return (f"Uncertain: no class fits this scan at the {level} level (empty prediction set); it may show "
+                    "something none of the classes covers.")
+        return (f"Uncertain: the {level} prediction set holds {len(p.prediction_set)} classes "
+                f"({join_classes(p.prediction_set)}); the model cannot tell them apart on this scan.")
+    return (f"Uncertain: normalised entropy {p.normalized_entropy:.2f} is above {p.uncertain_threshold:.2f}; "
+            "the model cannot tell these classes apart on this scan.")
 
 
 # ------------------------------------------------------------------------------------ 5. report

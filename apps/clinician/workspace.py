@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from medfew.diagnosis import (
+    DEFAULT_ALPHA,
     DiagnosisSession,
     LeaveOneOutResult,
     LoadedImage,
@@ -88,11 +89,18 @@ class LoadedModel:
     method: FewShotMethod
     info: CheckpointInfo
 
-    def new_session(self, *, uncertain_threshold: float, ood_factor: float) -> DiagnosisSession:
-        """A session with its own copy of the model (sessions never share mutable state)."""
+    def new_session(self, *, uncertain_threshold: float, ood_factor: float,
+                    alpha: float | None = DEFAULT_ALPHA) -> DiagnosisSession:
+        """A session with its own copy of the model (sessions never share mutable state).
+
+        Args:
+            uncertain_threshold: Entropy threshold of the *uncertain* flag where there is no prediction set.
+            ood_factor: Out-of-distribution factor.
+            alpha: Level of the prediction sets (0.1: 90% sets), or ``None`` for none.
+        """
         return DiagnosisSession.from_method(
             copy.deepcopy(self.method), self.info.preprocessing, info=self.info,
-            uncertain_threshold=uncertain_threshold, ood_factor=ood_factor,
+            uncertain_threshold=uncertain_threshold, ood_factor=ood_factor, alpha=alpha,
         )
 
 
@@ -229,18 +237,20 @@ class Workspace:
         return self.session.is_adapted
 
     def adapt(self, progress: Callable[[int, int], None] | None = None) -> None:
-        """The method's own adapt, then leave-one-out when every class has two or more scans.
+        """The method's own adapt and, when every class has two or more scans, the leave-one-out scores
+        (computed once: they calibrate the prediction sets and give the reliability estimate).
 
         Args:
-            progress: ``progress(done, total)`` during leave-one-out (one adapt per support scan).
+            progress: ``progress(done, total)`` during leave-one-out (one adapt per support scan for
+                methods without a faster exact version).
         """
         start = time.perf_counter()
-        self.session.adapt()
+        self.session.adapt(progress)
         self.adapt_seconds = time.perf_counter() - start
         self._support_changed()
         counts = self.session.support_counts()
         if min(counts.values()) >= 2:
-            self.leave_one_out = self.session.leave_one_out(progress)
+            self.leave_one_out = self.session.leave_one_out(progress)  # read from adapt's scores when sets are on
 
     # ---------------------------------------------------------------- diagnose
     def diagnose(self, files: Sequence[Upload], *, window: str | None = None) -> list[str]:

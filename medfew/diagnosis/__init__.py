@@ -2,7 +2,7 @@
 prediction sets, uncertainty, saliency."""
 
 from medfew.diagnosis.inputs import ImageInput, LoadedImage, load_input, pixel_sha256
-from medfew.diagnosis.prediction import LeaveOneOutResult, Prediction, describe_set
+from medfew.diagnosis.prediction import LeaveOneOutResult, Prediction, describe_set, join_classes
 from medfew.diagnosis.saliency import SALIENCY_CAVEAT, SaliencyMapper, last_conv_layer
 from medfew.diagnosis.session import DiagnosisSession, SupportScan
 from medfew.diagnosis.uncertainty import (
@@ -12,8 +12,10 @@ from medfew.diagnosis.uncertainty import (
     entropy_flags,
 )
 from medfew.diagnosis.uploads import LabelledUpload, UploadProblem, expand_class_zip
+from medfew.evaluation.conformal import DEFAULT_ALPHA
 
 __all__ = [
+    "DEFAULT_ALPHA",
     "OOD_FACTOR",
     "SALIENCY_CAVEAT",
     "UNCERTAIN_THRESHOLD",
@@ -30,6 +32,7 @@ __all__ = [
     "describe_set",
     "entropy_flags",
     "expand_class_zip",
+    "join_classes",
     "last_conv_layer",
     "load_input",
     "pixel_sha256",

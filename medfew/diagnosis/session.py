@@ -295,6 +295,13 @@ class DiagnosisSession:
                                           labels)
         self._adapted = adapted
 
+    @property
+    def set_note(self) -> str | None:
+        """For the adapted support set: why there are no prediction sets, or why they must hold every
+        class (too few scans for the level); ``None`` when the sets can single out a class or before
+        ``adapt``."""
+        return self._adapted.set_note if self.is_adapted and self._adapted is not None else None
+
     def diagnose(
         self,
         image: ImageInput,
