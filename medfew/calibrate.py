@@ -91,6 +91,7 @@ def calibrate_checkpoint(
     prep = info.preprocessing
     pools = load_pools(list(data["val"]), split=data.get("val_split", "val"), data_root=data_root,
                        image_size=prep.image_size, channels=prep.channels, progress=progress)
+    pools = [p.capped(int(data.get("max_per_class", 0)), seed=int(train.get("seed", 0))) for p in pools]
     spec = dict(ways=int(episode.get("ways", 5)), shots=int(shots or episode.get("shots", 5)),
                 queries=int(episode.get("queries", 15)), seed=int(train.get("seed", 0)) + CALIBRATION_SEED_OFFSET)
     normalize = partial(normalize_batch, mode=prep.normalize)

@@ -22,6 +22,7 @@ class DataConfig:
 
     ``frozen_cache``: when the backbone has frozen lower blocks (``backbone.freeze``), compute their
     outputs once per image and train on the cached maps (no image augmentation then).
+    ``max_per_class``: keep at most this many images of each train/val class (a seeded subset; 0: all).
     """
 
     train: tuple[str, ...] = ("organamnist", "bloodmnist", "pneumoniamnist")
@@ -37,10 +38,12 @@ class DataConfig:
     mix_domains: bool = False
     allow_fewer_ways: bool = True
     frozen_cache: bool = True
+    max_per_class: int = 0
 
     def validate(self) -> None:
         _require(self.image_size >= 16, "data.image_size", self.image_size, "at least 16")
         _require(len(self.train) > 0, "data.train", list(self.train), "at least one dataset")
+        _require(self.max_per_class >= 0, "data.max_per_class", self.max_per_class, "at least 0 (0: every image)")
 
 
 @dataclass(frozen=True)

@@ -95,8 +95,10 @@ def run_training(
     device = rank_device(device, ctx)
     progress = progress and ctx.is_main
     pool_args = dict(data_root=data_root, image_size=data.image_size, channels=data.channels, progress=progress)
-    train_pools = load_pools(list(data.train), split=data.train_split, **pool_args)
-    val_pools = load_pools(list(data.val), split=data.val_split, **pool_args) if data.val else []
+    train_pools = [p.capped(data.max_per_class, seed=train.seed)
+                   for p in load_pools(list(data.train), split=data.train_split, **pool_args)]
+    val_pools = [p.capped(data.max_per_class, seed=train.seed)
+                 for p in (load_pools(list(data.val), split=data.val_split, **pool_args) if data.val else [])]
     normalize = partial(normalize_batch, mode=data.normalize)
     sampler_args = dict(ways=ep.ways, shots=ep.shots, queries=ep.queries, too_few="skip",
                         allow_fewer_ways=data.allow_fewer_ways, mix_domains=data.mix_domains, normalize=normalize)

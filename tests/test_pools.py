@@ -335,3 +335,21 @@ def test_cache_false_builds_every_time(tmp_path: Path, _isolated_cache: Path) ->
     load_pool(folder, image_size=8, cache=False)
     assert cache_stats()["builds"] == builds + 2
     assert not (_isolated_cache / "pools").exists()
+
+
+def test_capped_keeps_a_seeded_subset_per_class_in_pool_order() -> None:
+    from medfew.data.pool import ImagePool
+    from medfew.errors import MedfewError
+
+    labels = torch.tensor([0] * 10 + [1] * 3)
+    pool = ImagePool(images=torch.arange(13, dtype=torch.uint8).view(13, 1, 1, 1), labels=labels,
+                     class_names=("a", "b"), name="p", groups=torch.arange(13))
+    capped = pool.capped(4, seed=1)
+    assert capped.class_counts() == {"a": 4, "b": 3}
+    kept = capped.images.flatten().tolist()
+    assert kept == sorted(kept) and capped.groups.tolist() == kept  # images, labels and groups stay aligned
+    assert pool.capped(4, seed=1).images.flatten().tolist() == kept  # deterministic
+    assert pool.capped(0) is pool and pool.capped(10) is pool
+    assert capped.provenance["max_per_class"] == 4
+    with pytest.raises(MedfewError, match=r"max_per_class must be an integer >= 0, got -1"):
+        pool.capped(-1)

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 
 from medfew.cli import main
 
@@ -13,7 +14,8 @@ from conftest import REPO_ROOT
 
 CONFIGS = sorted((REPO_ROOT / "configs").glob("*.yaml"))
 FEW_STEPS = ["--set", "train.steps=2", "--set", "train.meta_batch=1", "--set", "train.eval_every=2",
-             "--set", "train.eval_episodes=2", "--set", "episode.queries=3", "--quiet"]
+             "--set", "train.eval_episodes=2", "--set", "episode.queries=3", "--set", "data.max_per_class=20",
+             "--quiet"]
 
 
 @pytest.mark.slow
@@ -28,7 +30,7 @@ def test_every_config_trains_a_few_steps_from_the_command_line(
     summary = json.loads(out)
     assert summary["steps"] == 2 and summary["best_val_accuracy"] is not None
     sidecar = json.loads((tmp_path / "run" / "best.json").read_text())
-    assert sidecar["method"]["name"] == config.stem
+    assert sidecar["method"]["name"] == yaml.safe_load(config.read_text())["method"]["name"]
     assert sidecar["config"]["data"]["train"] == ["organamnist", "bloodmnist", "pneumoniamnist"]
     assert {p["name"] for p in sidecar["data_provenance"]} == {"organamnist", "bloodmnist", "pneumoniamnist"}
     assert (tmp_path / "run" / "config.yaml").is_file() and (tmp_path / "run" / "learning_curve.png").is_file()

@@ -76,3 +76,36 @@ class ImagePool:
         if batch.dtype == torch.uint8:
             return batch.float().div_(255.0)
         return batch
+
+    def capped(self, max_per_class: int, *, seed: int = 0) -> ImagePool:
+        """At most ``max_per_class`` images of each class, a seeded random choice kept in pool order.
+
+        Args:
+            max_per_class: Images kept per class; 0 keeps every image (returns ``self``).
+            seed: Seed of the choice (the same seed gives the same subset).
+
+        Returns:
+            The smaller pool (``self`` when no class exceeds the cap).
+
+        Raises:
+            MedfewError: A negative cap.
+        """
+        if isinstance(max_per_class, bool) or not isinstance(max_per_class, int) or max_per_class < 0:
+            raise MedfewError(f"pool {self.name!r}: max_per_class must be an integer >= 0, got {max_per_class!r}")
+        labels = self.labels.numpy()
+        if max_per_class == 0 or np.bincount(labels).max(initial=0) <= max_per_class:
+            return self
+        rng = np.random.default_rng(seed)
+        keep = np.sort(np.concatenate([
+            rng.permutation(np.flatnonzero(labels == c))[:max_per_class] for c in range(len(self.class_names))
+        ]))
+        index = torch.from_numpy(keep)
+        return ImagePool(
+            images=self.images.index_select(0, index),
+            labels=self.labels.index_select(0, index),
+            class_names=self.class_names,
+            name=self.name,
+            groups=None if self.groups is None else self.groups.index_select(0, index),
+            split=self.split,
+            provenance={**self.provenance, "max_per_class": max_per_class, "subset_seed": seed},
+        )
