@@ -173,6 +173,8 @@ def test_clinician_path_in_chromium(browser, app_url: str, data_root: Path) -> N
     page.get_by_role("button", name="Download PDF report").wait_for()
     page.get_by_text(f"{query_dicom.name}: ").first.wait_for()
     page.get_by_text("Grad-CAM saliency").first.wait_for()
+    page.get_by_text("Prediction set (90%)").first.wait_for()  # 8 support scans: every class, said so
+    page.get_by_text("Prediction sets: with 8 support scans a 90% set must hold every class").wait_for()
     note = page.get_by_label("Clinician's note (goes into the report)").first
     note.fill("Browser test note: review with CT")
     note.press("Control+Enter")  # commits the text area
@@ -184,6 +186,7 @@ def test_clinician_path_in_chromium(browser, app_url: str, data_root: Path) -> N
         page.get_by_role("button", name="Download PDF report").click()
     text = pdf_text(Path(download.value.path()).read_bytes())
     assert "RESEARCH USE ONLY" in text and "Browser test note: review with CT" in text
+    assert "Prediction set (90%): " in " ".join(text.split())
     predicted = [line.split(": predicted ")[1] for line in text.splitlines() if line.startswith("Query ")]
     assert len(predicted) == 2 and all(p in supports for p in predicted), predicted
     source = dcmread(query_dicom, stop_before_pixels=True)
