@@ -21,6 +21,9 @@ What this does and does not promise:
   the empirical coverage over many episodes.
 * Exchangeability is a property of how the support scans were chosen: scans of another scanner,
   protocol or population than the queries void it.
+* The coverage is marginal: an average over support sets and queries. With ``S`` near 10, the coverage
+  of the queries of *one* support set can be far from ``1 - alpha`` either way (a support set of very
+  alike scans gives a tight threshold that typical queries exceed: empty or missing sets).
 * Non-smoothed p-values are used, so the sets are deterministic (a scan always gets the same set)
   and conservative (coverage at or above ``1 - alpha`` in the exchangeable case, not exactly equal).
 * With ``S + 1 <= 1 / alpha`` support scans (fewer than 10 at ``alpha = 0.1``) even the smallest
