@@ -119,7 +119,8 @@ def run_training(
 
         def validate(m: FewShotMethod) -> dict[str, Any]:
             summary = evaluate(m, val_sampler.episodes(train.eval_episodes), n_episodes=train.eval_episodes,
-                               progress=False, method_name=m.name, device=str(next(m.parameters()).device))
+                               progress=False, method_name=m.name, device=str(next(m.parameters()).device),
+                               conformal_alpha=None)  # accuracy chooses the step; sets are not needed here
             return summary.to_dict()
 
     meta = dict(

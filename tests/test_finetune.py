@@ -133,3 +133,29 @@ def test_finetune_settings_round_trip_through_hyperparameters() -> None:
     method = protonet(head="finetune", finetune_steps=7, finetune_lr=0.2, finetune_depth=1, finetune_flip=False)
     rebuilt = build_method("protonet", method.backbone, **method.hyperparameters())
     assert rebuilt.finetune == method.finetune == FineTuneSettings(steps=7, lr=0.2, depth=1, flip=False)
+
+
+@pytest.mark.parametrize(("name", "extra"), [("protonet", {}), ("matchingnet", {}), ("baseline", {"num_classes": 4})])
+def test_every_embedding_method_offers_the_finetune_head(name: str, extra: dict) -> None:
+    from medfew.data.episode import Episode
+
+    torch.manual_seed(0)
+    backbone = build_backbone("conv4", in_channels=1, image_size=SIZE, hidden=8)
+    native = build_method(name, backbone, **extra).eval()
+    tuned = build_method(name, backbone, head="finetune", finetune_steps=3, **extra).eval()
+    tuned.load_state_dict(native.state_dict())  # the same meta-learned weights (Baseline++'s classifier too)
+    xs, ys, xq, yq = task()
+    adapted = tuned.adapt(xs, ys)
+    assert isinstance(adapted, LinearHeadClassifier) and adapted.predict(xq).shape == (len(yq), 3)
+    assert not isinstance(native.adapt(xs, ys), LinearHeadClassifier)
+    assert tuned.reads_fixed_features
+    rebuilt = build_method(name, backbone, **tuned.hyperparameters())
+    assert rebuilt.head == "finetune" and rebuilt.finetune == tuned.finetune
+    # meta-training keeps the method's own read-out whatever the test-time head
+    episode = Episode(support_images=xs, support_labels=ys, query_images=xq, query_labels=yq,
+                      class_names=("a", "b", "c"), global_class_ids=torch.arange(3))
+    torch.manual_seed(1)
+    loss_native, _ = native.episode_loss(episode)
+    torch.manual_seed(1)
+    loss_tuned, _ = tuned.episode_loss(episode)
+    torch.testing.assert_close(loss_tuned, loss_native)

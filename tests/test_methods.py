@@ -14,7 +14,7 @@ from medfew.data.episode import Episode
 from medfew.errors import ConfigError, EpisodeError, RegistryError
 from medfew.methods import build_method, list_methods, method_class
 from medfew.methods.base import FewShotMethod, support_classes
-from medfew.methods.baseline import fit_adam
+from medfew.methods.finetune import adam_steps
 from medfew.methods.functional import (
     attention_log_probs,
     cosine_logits,
@@ -439,7 +439,7 @@ def test_baseline_episode_logits_are_the_episode_columns_of_the_global_classifie
     assert loss.ndim == 0
 
 
-def test_fit_adam_matches_torch_adam() -> None:
+def test_adam_steps_matches_torch_adam() -> None:
     features = torch.randn(10, 5)
     labels = torch.arange(2).repeat(5)
     start = torch.randn(2, 5)
@@ -453,7 +453,7 @@ def test_fit_adam_matches_torch_adam() -> None:
         optimiser.zero_grad()
         loss_fn(weight).backward()
         optimiser.step()
-    torch.testing.assert_close(fit_adam(loss_fn, start, steps=20, lr=0.05), weight.detach())
+    torch.testing.assert_close(adam_steps(lambda p: loss_fn(p[0]), [start], steps=20, lr=0.05)[0], weight.detach())
 
 
 # --- functional math ------------------------------------------------------------------------------

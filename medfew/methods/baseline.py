@@ -4,7 +4,6 @@ new cosine head on frozen support features."""
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -14,44 +13,12 @@ from torch import nn
 from medfew.data.episode import Episode
 from medfew.errors import EpisodeError
 from medfew.methods.base import AdaptedModel, FewShotMethod, support_classes
+from medfew.methods.finetune import FineTunableHead, adam_steps, finetuned_classifier
 from medfew.methods.functional import cosine_logits, prototypes
+from medfew.methods.heads import LinearHeadClassifier
 from medfew.methods.inner_loop import gradients_enabled
 from medfew.methods.registry import register_method
 from medfew.models.checks import check_int, check_positive
-
-ADAM_BETAS = (0.9, 0.999)
-ADAM_EPS = 1e-8
-
-
-def fit_adam(
-    loss_fn: Callable[[torch.Tensor], torch.Tensor], start: torch.Tensor, *, steps: int, lr: float
-) -> torch.Tensor:
-    """Minimise ``loss_fn`` over one tensor by full-batch Adam (Kingma & Ba 2015, bias-corrected).
-
-    Written out rather than using ``torch.optim.Adam``, whose first construction imports
-    ``torch._dynamo`` (seconds, once per process) - too slow for a clinician's first adaptation.
-
-    Args:
-        loss_fn: Maps the tensor to a scalar loss.
-        start: Initial value (any shape); not modified.
-        steps: Adam steps.
-        lr: Learning rate.
-
-    Returns:
-        The detached optimised tensor, shaped like ``start``.
-    """
-    value = start.detach().clone()
-    first, second = torch.zeros_like(value), torch.zeros_like(value)
-    beta1, beta2 = ADAM_BETAS
-    for step in range(1, steps + 1):
-        leaf = value.requires_grad_()
-        (grad,) = torch.autograd.grad(loss_fn(leaf), leaf)
-        first = beta1 * first + (1 - beta1) * grad
-        second = beta2 * second + (1 - beta2) * grad.square()
-        update = (first / (1 - beta1**step)) / ((second / (1 - beta2**step)).sqrt() + ADAM_EPS)
-        value = (leaf - lr * update).detach()
-    return value
-
 
 class CosineClassifier(AdaptedModel):
     """``scale * cos(f(x), w_c)`` with a fitted, frozen weight ``w`` ``(N, D)``."""
@@ -72,7 +39,7 @@ class CosineClassifier(AdaptedModel):
 
 
 @register_method("baseline")
-class BaselinePlusPlus(FewShotMethod):
+class BaselinePlusPlus(FineTunableHead, FewShotMethod):
     """Baseline++: plain supervised pre-training with a cosine classifier, few-shot by a new head.
 
     Training treats each episode's support + query images as one batch labelled with the global
@@ -86,6 +53,9 @@ class BaselinePlusPlus(FewShotMethod):
         scale: Cosine-logit scale (the classifier's inverse temperature).
         adapt_steps: Adam steps of the test-time head.
         adapt_lr: Adam learning rate of the test-time head.
+        head: The read-out of ``adapt``: ``"cosine"`` or ``"finetune"`` (a linear head on L2-normalised
+            features, started from the prototypes and fine-tuned on the support set; see
+            :mod:`medfew.methods.finetune`, whose ``finetune_*`` settings the next arguments are).
     """
 
     def __init__(
@@ -96,8 +66,16 @@ class BaselinePlusPlus(FewShotMethod):
         scale: float = 10.0,
         adapt_steps: int = 100,
         adapt_lr: float = 0.01,
+        head: str = "cosine",
+        finetune_steps: int = 50,
+        finetune_lr: float = 0.01,
+        finetune_depth: int = 0,
+        finetune_flip: bool = True,
+        finetune_scale: float = 10.0,
     ) -> None:
         super().__init__(backbone)
+        self._setup_head(head, ("cosine", "finetune"), steps=finetune_steps, lr=finetune_lr,
+                         depth=finetune_depth, flip=finetune_flip, scale=finetune_scale)
         self.num_classes = check_int(self.name, "num_classes", num_classes, 2)
         self.scale = check_positive(self.name, "scale", scale)
         self.adapt_steps = check_int(self.name, "adapt_steps", adapt_steps, 0)
@@ -105,17 +83,21 @@ class BaselinePlusPlus(FewShotMethod):
         dim = check_int(self.name, "backbone.feature_dim", getattr(backbone, "feature_dim", None), 1)
         self.classifier = nn.Parameter(torch.randn(num_classes, dim) / math.sqrt(dim))
 
-    def adapt(self, support_images: torch.Tensor, support_labels: torch.Tensor) -> CosineClassifier:
-        """Fit a new cosine head on the frozen support features."""
+    def adapt(
+        self, support_images: torch.Tensor, support_labels: torch.Tensor
+    ) -> CosineClassifier | LinearHeadClassifier:
+        """Fit a new cosine head on the frozen support features (or the ``"finetune"`` head)."""
+        if self.head == "finetune":
+            return finetuned_classifier(self.backbone, support_images, support_labels, self.finetune, "l2")
         n_classes = support_classes(support_images, support_labels)
         with torch.no_grad():
             features = F.normalize(self.backbone(support_images), dim=-1)
         with gradients_enabled():
             features, labels = features.clone(), support_labels.clone()
             weight = F.normalize(prototypes(features, labels, n_classes), dim=-1)
-            weight = fit_adam(
-                lambda w: F.cross_entropy(cosine_logits(features, w, self.scale), labels),
-                weight,
+            (weight,) = adam_steps(
+                lambda w: F.cross_entropy(cosine_logits(features, w[0], self.scale), labels),
+                [weight],
                 steps=self.adapt_steps,
                 lr=self.adapt_lr,
             )
@@ -143,11 +125,6 @@ class BaselinePlusPlus(FewShotMethod):
         query_logits = logits[episode.support_labels.shape[0] :][:, ids]
         return F.cross_entropy(logits, labels), query_logits
 
-    @property
-    def reads_fixed_features(self) -> bool:
-        """True: test-time adaptation only reads ``backbone(support)`` and ``backbone(query)``."""
-        return True
-
     def hyperparameters(self) -> dict[str, Any]:
         """Constructor keyword arguments."""
         return {
@@ -155,4 +132,5 @@ class BaselinePlusPlus(FewShotMethod):
             "scale": self.scale,
             "adapt_steps": self.adapt_steps,
             "adapt_lr": self.adapt_lr,
+            **self._head_hyperparameters(),
         }

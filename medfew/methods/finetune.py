@@ -27,7 +27,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from medfew.errors import ConfigError
+from medfew.methods.base import support_classes
 from medfew.methods.functional import linear_logits, proto_head, transform_features
+from medfew.methods.heads import LinearHeadClassifier
 from medfew.methods.inner_loop import gradients_enabled
 from medfew.models.checks import check_bool, check_int, check_positive
 
@@ -208,3 +210,93 @@ def _forward_with(
     names = {id(p): name for name, p in module.named_parameters()}
     overrides = {names[id(t)]: v for t, v in zip(targets, values)}
     return torch.func.functional_call(module, overrides, (images,))
+
+
+def head_on_features(
+    backbone: nn.Module,
+    raw: torch.Tensor,
+    mirrored: torch.Tensor | None,
+    labels: torch.Tensor,
+    n_classes: int,
+    settings: FineTuneSettings,
+    feature_transform: str,
+) -> LinearHeadClassifier:
+    """A fine-tuned linear head on fixed support features.
+
+    Args:
+        backbone: The encoder the classifier will embed queries with.
+        raw: ``(S, D)`` support features ``f(x)``.
+        mirrored: ``(S, D)`` features of the flipped support scans, or ``None``.
+        labels: ``(S,)`` int64 in ``[0, N)``.
+        n_classes: ``N``.
+        settings: Steps, learning rate, scale.
+        feature_transform: ``"none" | "l2" | "cl2"`` (``"cl2"`` centres on the mean of ``raw``).
+    """
+    centre = raw.mean(0) if feature_transform == "cl2" else None
+    features = transform_features(raw, feature_transform, centre)
+    if mirrored is not None:
+        features = torch.cat([features, transform_features(mirrored, feature_transform, centre)])
+        labels = torch.cat([labels, labels])
+    weight, bias = finetune_head(features, labels, n_classes, settings)
+    return LinearHeadClassifier(backbone, weight, bias, feature_transform, centre)
+
+
+def finetuned_classifier(
+    backbone: nn.Module,
+    support_images: torch.Tensor,
+    support_labels: torch.Tensor,
+    settings: FineTuneSettings,
+    feature_transform: str,
+) -> LinearHeadClassifier:
+    """Fine-tune a linear head (and, for ``settings.depth > 0``, the top blocks) on a support set.
+
+    Args:
+        backbone: The meta-trained encoder (never modified).
+        support_images: ``(S, C, H, W)``.
+        support_labels: ``(S,)`` int64 in ``[0, N)``.
+        settings: Steps, learning rate, depth, flip and scale.
+        feature_transform: ``"none" | "l2" | "cl2"``.
+
+    Returns:
+        The classifier; its ``backbone`` is a tuned private copy when ``depth > 0``.
+    """
+    n_classes = support_classes(support_images, support_labels)
+    if settings.depth > 0:
+        tuned, weight, bias, centre = finetune_blocks(
+            backbone, support_images, support_labels, n_classes, settings, feature_transform
+        )
+        return LinearHeadClassifier(tuned, weight, bias, feature_transform, centre)
+    with torch.no_grad():
+        raw = backbone(support_images)
+        mirrored = backbone(flipped(support_images)) if settings.flip else None
+    return head_on_features(backbone, raw, mirrored, support_labels, n_classes, settings, feature_transform)
+
+
+class FineTunableHead:
+    """Mixin giving an embedding method a ``head`` option, ``"finetune"`` among its choices.
+
+    The method calls :meth:`_setup_head` in ``__init__`` with its own read-outs; ``head="finetune"``
+    makes ``adapt`` return :func:`finetuned_classifier`. Meta-training never uses it (``episode_loss``
+    keeps the method's own read-out), so it is a test-time option for any trained checkpoint.
+    """
+
+    name: str
+    backbone: nn.Module
+    head: str
+    finetune: FineTuneSettings
+
+    def _setup_head(
+        self, head: str, choices: tuple[str, ...], *, steps: int, lr: float, depth: int, flip: bool, scale: float
+    ) -> None:
+        from medfew.models.checks import check_choice
+
+        self.head = check_choice(self.name, "head", head, choices)
+        self.finetune = FineTuneSettings.checked(self.name, steps=steps, lr=lr, depth=depth, flip=flip, scale=scale)
+
+    @property
+    def reads_fixed_features(self) -> bool:
+        """True unless the top backbone blocks are fine-tuned at test time."""
+        return not (self.head == "finetune" and self.finetune.depth > 0)
+
+    def _head_hyperparameters(self) -> dict[str, Any]:
+        return {"head": self.head, **self.finetune.hyperparameters()}

@@ -11,7 +11,9 @@ from torch import nn
 from medfew.data.episode import Episode
 from medfew.errors import ConfigError
 from medfew.methods.base import AdaptedModel, FewShotMethod, support_classes
+from medfew.methods.finetune import FineTunableHead, finetuned_classifier
 from medfew.methods.functional import attention_log_probs, cosine_similarity_matrix
+from medfew.methods.heads import LinearHeadClassifier
 from medfew.methods.registry import register_method
 from medfew.models.checks import check_bool, check_int, check_positive
 
@@ -82,7 +84,7 @@ class AttentionClassifier(AdaptedModel):
 
 
 @register_method("matchingnet")
-class MatchingNet(FewShotMethod):
+class MatchingNet(FineTunableHead, FewShotMethod):
     """Cosine attention over the support set, summed per class into log-probabilities.
 
     Args:
@@ -90,10 +92,28 @@ class MatchingNet(FewShotMethod):
         fce: Use full-context embeddings (:class:`FullContextEmbedding`).
         fce_steps: Attention-LSTM steps of the query encoder.
         scale: Multiplies the cosine similarities before the softmax (1 in the original paper).
+        head: The read-out of ``adapt``: ``"attention"`` or ``"finetune"`` (a linear head on L2-normalised
+            features, started from the prototypes and fine-tuned on the support set; see
+            :mod:`medfew.methods.finetune`, whose ``finetune_*`` settings the next arguments are).
     """
 
-    def __init__(self, backbone: nn.Module, *, fce: bool = False, fce_steps: int = 3, scale: float = 1.0) -> None:
+    def __init__(
+        self,
+        backbone: nn.Module,
+        *,
+        fce: bool = False,
+        fce_steps: int = 3,
+        scale: float = 1.0,
+        head: str = "attention",
+        finetune_steps: int = 50,
+        finetune_lr: float = 0.01,
+        finetune_depth: int = 0,
+        finetune_flip: bool = True,
+        finetune_scale: float = 10.0,
+    ) -> None:
         super().__init__(backbone)
+        self._setup_head(head, ("attention", "finetune"), steps=finetune_steps, lr=finetune_lr,
+                         depth=finetune_depth, flip=finetune_flip, scale=finetune_scale)
         self.use_fce = check_bool(self.name, "fce", fce)
         self.fce_steps = check_int(self.name, "fce_steps", fce_steps, 1)
         self.scale = check_positive(self.name, "scale", scale)
@@ -104,8 +124,16 @@ class MatchingNet(FewShotMethod):
                 raise ConfigError(f"{self.name}: fce=True needs a backbone with an integer feature_dim, got {dim!r}")
             self.fce = FullContextEmbedding(dim, fce_steps)
 
-    def adapt(self, support_images: torch.Tensor, support_labels: torch.Tensor) -> AttentionClassifier:
-        """Embed (and contextualise) the support set."""
+    def adapt(
+        self, support_images: torch.Tensor, support_labels: torch.Tensor
+    ) -> AttentionClassifier | LinearHeadClassifier:
+        """The configured read-out: attention over the support set, or a fine-tuned linear head."""
+        if self.head == "finetune":
+            return finetuned_classifier(self.backbone, support_images, support_labels, self.finetune, "l2")
+        return self.attention_classifier(support_images, support_labels)
+
+    def attention_classifier(self, support_images: torch.Tensor, support_labels: torch.Tensor) -> AttentionClassifier:
+        """Embed (and contextualise) the support set (differentiable, for meta-training)."""
         n_classes = support_classes(support_images, support_labels)
         support = self.backbone(support_images)
         if self.fce is not None:
@@ -114,14 +142,10 @@ class MatchingNet(FewShotMethod):
 
     def episode_loss(self, episode: Episode) -> tuple[torch.Tensor, torch.Tensor]:
         """Negative log-likelihood of the query labels; returns ``(loss, (M, N) log-probabilities)``."""
-        log_probs = self.adapt(episode.support_images, episode.support_labels).predict(episode.query_images)
+        classifier = self.attention_classifier(episode.support_images, episode.support_labels)
+        log_probs = classifier.predict(episode.query_images)
         return F.nll_loss(log_probs, episode.query_labels), log_probs
-
-    @property
-    def reads_fixed_features(self) -> bool:
-        """True: test-time adaptation only reads ``backbone(support)`` and ``backbone(query)``."""
-        return True
 
     def hyperparameters(self) -> dict[str, Any]:
         """Constructor keyword arguments."""
-        return {"fce": self.use_fce, "fce_steps": self.fce_steps, "scale": self.scale}
+        return {"fce": self.use_fce, "fce_steps": self.fce_steps, "scale": self.scale, **self._head_hyperparameters()}

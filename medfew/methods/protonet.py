@@ -6,142 +6,25 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from medfew.data.episode import Episode
-from medfew.methods.base import AdaptedModel, FewShotMethod, check_leave_one_out, support_classes
-from medfew.methods.finetune import FineTuneSettings, finetune_blocks, finetune_head, flipped
-from medfew.methods.functional import (
-    FEATURE_TRANSFORMS,
-    linear_logits,
-    prototypes,
-    squared_euclidean,
-    transform_features,
-)
+from medfew.methods.base import FewShotMethod, check_leave_one_out, support_classes
+from medfew.methods.finetune import FineTunableHead, finetuned_classifier, flipped, head_on_features
+from medfew.methods.functional import FEATURE_TRANSFORMS, prototypes, transform_features
+from medfew.methods.heads import LinearHeadClassifier, PrototypeClassifier, fit_logistic_head
 from medfew.methods.registry import register_method
 from medfew.models.checks import check_bool, check_choice, check_positive
 
-
-class _TransformedFeatureClassifier(AdaptedModel):
-    """An adapted model that scores queries in the backbone's transformed feature space ``t(f(x))``.
-
-    Attributes:
-        feature_transform: ``"none"``, ``"l2"`` or ``"cl2"`` (see ``transform_features``).
-        centre: ``(D,)`` support-feature mean used by ``"cl2"``, else ``None``.
-    """
-
-    def __init__(self, backbone: nn.Module, feature_transform: str, centre: torch.Tensor | None) -> None:
-        self.backbone = backbone
-        self.feature_transform = feature_transform
-        self.centre = centre
-
-    def embed(self, images: torch.Tensor) -> torch.Tensor:
-        """``(M, C, H, W) -> (M, D)`` transformed features (the space the classifier lives in)."""
-        return transform_features(self.backbone(images), self.feature_transform, self.centre)
-
-    def predict(self, query_images: torch.Tensor) -> torch.Tensor:
-        """``(M, C, H, W) -> (M, N)`` logits (differentiable with respect to the images)."""
-        return self.score(self.embed(query_images))
-
-    def predict_features(self, features: torch.Tensor) -> torch.Tensor:
-        """``(M, D)`` raw backbone features -> ``(M, N)`` logits (the same as ``predict`` on their images)."""
-        return self.score(transform_features(features, self.feature_transform, self.centre))
-
-    def score(self, embedded: torch.Tensor) -> torch.Tensor:
-        """``(M, D)`` transformed features -> ``(M, N)`` logits."""
-        raise NotImplementedError
-
-
-class PrototypeClassifier(_TransformedFeatureClassifier):
-    """Scores queries by ``-scale * ||t(f(x)) - p_c||^2`` against the (transformed) class means.
-
-    Attributes:
-        prototypes: ``(N, D)`` class means in the transformed feature space.
-        centre: ``(D,)`` support-feature mean used by ``"cl2"``, else ``None``.
-    """
-
-    def __init__(
-        self,
-        backbone: nn.Module,
-        prototypes: torch.Tensor,
-        feature_transform: str,
-        centre: torch.Tensor | None,
-        scale: torch.Tensor,
-    ) -> None:
-        super().__init__(backbone, feature_transform, centre)
-        self.prototypes = prototypes
-        self.scale = scale
-        self.n_classes = int(prototypes.shape[0])
-
-    def score(self, embedded: torch.Tensor) -> torch.Tensor:
-        """``(M, D) -> (M, N)`` logits ``-scale * ||t(f(x)) - p_c||^2``."""
-        return -self.scale * squared_euclidean(embedded, self.prototypes)
-
+__all__ = ["HEADS", "LinearHeadClassifier", "PrototypeClassifier", "ProtoNet", "fit_logistic_head"]
 
 HEADS: tuple[str, ...] = ("prototype", "logistic", "finetune")
 
 
-class LinearHeadClassifier(_TransformedFeatureClassifier):
-    """Scores queries by ``t(f(x)) @ W.T + b`` with a head fitted on the (transformed) support features.
-
-    Attributes:
-        weight: ``(N, D)`` fitted head weights (detached).
-        bias: ``(N,)`` fitted head biases (detached).
-        centre: ``(D,)`` support-feature mean used by ``"cl2"``, else ``None``.
-    """
-
-    def __init__(
-        self,
-        backbone: nn.Module,
-        weight: torch.Tensor,
-        bias: torch.Tensor,
-        feature_transform: str,
-        centre: torch.Tensor | None,
-    ) -> None:
-        super().__init__(backbone, feature_transform, centre)
-        self.weight = weight
-        self.bias = bias
-        self.n_classes = int(weight.shape[0])
-
-    def score(self, embedded: torch.Tensor) -> torch.Tensor:
-        """``(M, D) -> (M, N)`` logits ``t(f(x)) @ W.T + b``."""
-        return linear_logits(embedded, self.weight, self.bias)
-
-
-def fit_logistic_head(
-    features: torch.Tensor, labels: torch.Tensor, n_classes: int, *, c: float
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Fit an L2-regularised multinomial logistic regression (scikit-learn, L-BFGS) on support features.
-
-    Deterministic (L-BFGS from zero weights). A two-class fit gives one decision function ``z``;
-    it is returned as the softmax-equivalent pair of logits ``(-z/2, z/2)``.
-
-    Args:
-        features: ``(S, D)`` support features (already transformed, e.g. centred and L2-normalised).
-        labels: ``(S,)`` int64 in ``[0, N)``; every class present.
-        n_classes: ``N``.
-        c: Inverse regularisation strength (scikit-learn's ``C``).
-
-    Returns:
-        ``W`` ``(N, D)`` and ``b`` ``(N,)`` with the dtype and device of ``features``, detached.
-    """
-    from sklearn.linear_model import LogisticRegression
-
-    x = features.detach().to("cpu", torch.float64).numpy()
-    y = labels.detach().cpu().numpy()
-    classifier = LogisticRegression(C=c, max_iter=1000).fit(x, y)
-    weight, bias = classifier.coef_, classifier.intercept_
-    if n_classes == 2 and weight.shape[0] == 1:
-        weight, bias = np.concatenate([-weight / 2, weight / 2]), np.concatenate([-bias / 2, bias / 2])
-    like = {"dtype": features.dtype, "device": features.device}
-    return torch.as_tensor(np.ascontiguousarray(weight), **like), torch.as_tensor(np.ascontiguousarray(bias), **like)
-
-
 @register_method("protonet")
-class ProtoNet(FewShotMethod):
+class ProtoNet(FineTunableHead, FewShotMethod):
     """Squared Euclidean distance to class means of the support features.
 
     ``feature_transform`` normalises features at train and test time: ``"l2"`` projects them on the
@@ -200,17 +83,9 @@ class ProtoNet(FewShotMethod):
             self.log_scale = nn.Parameter(log_scale)
         else:
             self.register_buffer("log_scale", log_scale)
-        self.head = check_choice(self.name, "head", head, HEADS)
+        self._setup_head(head, HEADS, steps=finetune_steps, lr=finetune_lr, depth=finetune_depth,
+                         flip=finetune_flip, scale=finetune_scale)
         self.head_c = check_positive(self.name, "head_c", head_c)
-        self.finetune = FineTuneSettings.checked(
-            self.name, steps=finetune_steps, lr=finetune_lr, depth=finetune_depth, flip=finetune_flip,
-            scale=finetune_scale,
-        )
-
-    @property
-    def reads_fixed_features(self) -> bool:
-        """True unless the top backbone blocks are fine-tuned at test time."""
-        return not (self.head == "finetune" and self.finetune.depth > 0)
 
     @property
     def _flips(self) -> bool:
@@ -231,12 +106,10 @@ class ProtoNet(FewShotMethod):
         """
         if self.head == "prototype":
             return self.prototype_classifier(support_images, support_labels)
-        n_classes = support_classes(support_images, support_labels)
         if self.head == "finetune" and self.finetune.depth > 0:
-            backbone, weight, bias, centre = finetune_blocks(
-                self.backbone, support_images, support_labels, n_classes, self.finetune, self.feature_transform
-            )
-            return LinearHeadClassifier(backbone, weight, bias, self.feature_transform, centre)
+            return finetuned_classifier(self.backbone, support_images, support_labels, self.finetune,
+                                        self.feature_transform)
+        n_classes = support_classes(support_images, support_labels)
         raw, mirrored = self._support_features(support_images)
         return self._fitted_head(raw, mirrored, support_labels, n_classes)
 
@@ -253,15 +126,12 @@ class ProtoNet(FewShotMethod):
         """The configured read-out fitted on fixed support features ``(S, D)`` (``mirrored``: flipped copies)."""
         if self.head == "prototype":
             return self._prototype_head(raw, labels, n_classes)
+        if self.head == "finetune":
+            return head_on_features(self.backbone, raw, mirrored, labels, n_classes, self.finetune,
+                                    self.feature_transform)
         centre = raw.mean(0) if self.feature_transform == "cl2" else None
         features = transform_features(raw, self.feature_transform, centre)
-        if self.head == "logistic":
-            weight, bias = fit_logistic_head(features, labels, n_classes, c=self.head_c)
-        else:
-            if mirrored is not None:
-                features = torch.cat([features, transform_features(mirrored, self.feature_transform, centre)])
-                labels = torch.cat([labels, labels])
-            weight, bias = finetune_head(features, labels, n_classes, self.finetune)
+        weight, bias = fit_logistic_head(features, labels, n_classes, c=self.head_c)
         return LinearHeadClassifier(self.backbone, weight, bias, self.feature_transform, centre)
 
     def leave_one_out_logits(self, support_images: torch.Tensor, support_labels: torch.Tensor) -> torch.Tensor:
@@ -312,7 +182,6 @@ class ProtoNet(FewShotMethod):
             "feature_transform": self.feature_transform,
             "scale": self.initial_scale,
             "learn_scale": self.learn_scale,
-            "head": self.head,
             "head_c": self.head_c,
-            **self.finetune.hyperparameters(),
+            **self._head_hyperparameters(),
         }
