@@ -28,7 +28,8 @@ import torch
 
 from medfew.cli import read_config_file
 from medfew.config import apply_overrides, load_config
-from medfew.experiment import VAL_SEED_OFFSET, EvalSource, run_evaluation, run_training
+from medfew.calibrate import calibrate_checkpoint
+from medfew.experiment import VAL_SEED_OFFSET, EvalSource, precompute_features, run_evaluation, run_training
 
 REPO = Path(__file__).resolve().parents[1]
 METHODS = ["protonet", "matchingnet", "baseline", "maml", "fomaml", "metasgd", "reptile"]
@@ -38,13 +39,24 @@ TRAINED_VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "protonet+strongaug": ("protonet", {"data.augment": "strong"}),
     "protonet+mixdomains": ("protonet", {"data.mix_domains": True}),
     "protonet+resnet12": ("protonet", {"backbone.name": "resnet12"}),
+    # ImageNet-pretrained EfficientNet-Lite0 (configs/protonet_lite0.yaml): frozen (only the logit scale
+    # trains) at 64 and 28 px, and with stages 4-5 meta-trained on the source domains
+    "lite0-frozen": ("protonet_lite0", {"backbone.freeze": 5}),
+    "lite0-frozen@28px": ("protonet_lite0", {"backbone.freeze": 5, "data.image_size": 28}),
+    "lite0-meta": ("protonet_lite0", {}),
 }
+# models whose read-out (head=finetune settings or the saved head) and temperature are chosen on the
+# meta-train domains' val episodes by `medfew calibrate` right after training
+CALIBRATED = ("lite0-frozen", "lite0-frozen@28px", "lite0-meta")
+CALIBRATION_EPISODES = 200
 # test-time variants of a trained model: name -> (trained method or variant, method options at test time)
 VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "protonet+cl2": ("protonet", {"feature_transform": "cl2"}),
     "protonet+cl2+logistic": ("protonet", {"feature_transform": "cl2", "head": "logistic"}),
     "protonet+strongaug+cl2+logistic": ("protonet+strongaug", {"feature_transform": "cl2", "head": "logistic"}),
     "protonet+mixdomains+cl2+logistic": ("protonet+mixdomains", {"feature_transform": "cl2", "head": "logistic"}),
+    "lite0-frozen+prototype": ("lite0-frozen", {"head": "prototype"}),
+    "lite0-meta+prototype": ("lite0-meta", {"head": "prototype"}),
 }
 # (dataset, split, ways, allow_fewer_queries)
 DOMAINS = [("retinamnist", "test", 5, False), ("breastmnist", "test", 2, False),
@@ -80,12 +92,19 @@ def train(model: str, steps: int, out: Path, data_root: str | None) -> dict[str,
     config = load_config(apply_overrides(config.to_dict(), {"train.eval_every": every, "train.checkpoint_every": every}))
     t0, c0 = time.perf_counter(), time.process_time()
     result = run_training(config, data_root=data_root, run_dir=run_dir, resume=True, progress=True)
-    return {"run_dir": str(run_dir), "steps": result.steps_done, "best_step": result.best_step,
-            "best_val_accuracy": result.best_metric, "wall_s": round(time.perf_counter() - t0, 1),
-            "cpu_s": round(time.process_time() - c0, 1), "overrides": overrides,
-            "command": f"medfew train --config configs/{method}.yaml --set train.steps={steps} "
-                       f"--set train.eval_every={every}" + "".join(f" --set {flag}" for flag in extra)
-                       + f" --out {run_dir}"}
+    record = {"run_dir": str(run_dir), "steps": result.steps_done, "best_step": result.best_step,
+              "best_val_accuracy": result.best_metric, "wall_s": round(time.perf_counter() - t0, 1),
+              "cpu_s": round(time.process_time() - c0, 1), "overrides": overrides,
+              "command": f"medfew train --config configs/{method}.yaml --set train.steps={steps} "
+                         f"--set train.eval_every={every}" + "".join(f" --set {flag}" for flag in extra)
+                         + f" --out {run_dir}"}
+    if model in CALIBRATED:
+        t0, c0 = time.perf_counter(), time.process_time()
+        block = calibrate_checkpoint(run_dir, data_root=data_root, episodes=CALIBRATION_EPISODES, progress=True)
+        record["calibration"] = {**block, "wall_s": round(time.perf_counter() - t0, 1),
+                                 "cpu_s": round(time.process_time() - c0, 1),
+                                 "command": f"medfew calibrate --checkpoint {run_dir} --episodes {CALIBRATION_EPISODES}"}
+    return record
 
 
 def validate_cell(checkpoint: str, options: dict | None, episodes: int, data_root: str | None) -> dict[str, Any]:
@@ -108,12 +127,15 @@ def validate_cell(checkpoint: str, options: dict | None, episodes: int, data_roo
     data, ep = config.data, config.episode
     pools = load_pools(list(data.val), split=data.val_split, data_root=data_root, image_size=data.image_size,
                        channels=data.channels, progress=True)
+    normalize = partial(normalize_batch, mode=data.normalize)
+    if model.reads_fixed_features:  # every image encoded once; the same logits as from the images
+        pools = precompute_features(model, pools, normalize, signature=info.weights_sha256, progress=True)
+        normalize = None
     sampler = EpisodeSampler(pools, ways=ep.ways, shots=ep.shots, queries=ep.queries, too_few="skip",
-                             allow_fewer_ways=data.allow_fewer_ways, mix_domains=False,
-                             normalize=partial(normalize_batch, mode=data.normalize),
+                             allow_fewer_ways=data.allow_fewer_ways, mix_domains=False, normalize=normalize,
                              seed=config.train.seed + VAL_SEED_OFFSET)
     summary = evaluate(model, sampler.episodes(episodes), n_episodes=episodes, device="cpu", progress=True,
-                       method_name=info.method).to_dict()
+                       method_name=info.method, conformal_alpha=None).to_dict()
     keep = ("accuracy_mean", "accuracy_ci95", "balanced_accuracy_mean", "auroc_mean", "n_episodes", "ways", "shots")
     return {**{k: summary.get(k) for k in keep}, "eval_wall_s": round(time.perf_counter() - t0, 1),
             "command": val_command(checkpoint, options, episodes)}
@@ -138,12 +160,15 @@ def evaluate_cell(model: str, checkpoint: str | None, dataset: str, split: str |
     who += "".join(f" --method-option {k}={v}" for k, v in (options or {}).items())
     where = f"--dataset {dataset}" + (f" --split {split}" if split else "")
     flags = " --allow-fewer-queries" if fewer else ""
-    keep = ("accuracy_mean", "accuracy_ci95", "balanced_accuracy_mean", "auroc_mean", "n_episodes", "ways", "shots")
+    keep = ("accuracy_mean", "accuracy_ci95", "balanced_accuracy_mean", "auroc_mean", "n_episodes", "ways", "shots",
+            *CONFIDENCE_KEYS)
     return {**{k: summary.get(k) for k in keep}, "eval_wall_s": round(time.perf_counter() - t0, 1),
             "command": f"medfew evaluate {who} {where} --ways {ways} --shots {shots} --queries {QUERIES} "
                        f"--episodes {episodes} --seed 0{flags} --json"}
 
 
+CONFIDENCE_KEYS = ("temperature", "ece_uncalibrated_pooled", "ece_pooled", "coverage_mean", "coverage_ci95",
+                   "set_size_mean", "flagged_share_mean", "selective_accuracy_mean", "conformal_alpha")
 VAL = "val"  # the dataset name of validation cells: f"{model}|val|{shots}"
 # Hand-written notes rendered under the tables; their figures are cells of the tables (or a run they describe).
 NOTES: list[str] = [

@@ -159,3 +159,13 @@ def test_every_embedding_method_offers_the_finetune_head(name: str, extra: dict)
     torch.manual_seed(1)
     loss_tuned, _ = tuned.episode_loss(episode)
     torch.testing.assert_close(loss_tuned, loss_native)
+
+
+@pytest.mark.parametrize(("name", "extra"), [("matchingnet", {}), ("baseline", {"num_classes": 4})])
+def test_batched_finetune_folds_equal_one_adapt_per_image(name: str, extra: dict) -> None:
+    torch.manual_seed(0)
+    method = build_method(name, build_backbone("conv4", in_channels=1, image_size=SIZE, hidden=8),
+                          head="finetune", finetune_steps=8, **extra).eval()
+    xs, ys, _, _ = task()
+    torch.testing.assert_close(method.leave_one_out_logits(xs, ys), FewShotMethod.leave_one_out_logits(method, xs, ys),
+                               rtol=1e-4, atol=1e-4)

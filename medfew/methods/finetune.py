@@ -212,6 +212,62 @@ def _forward_with(
     return torch.func.functional_call(module, overrides, (images,))
 
 
+def finetune_heads_leave_one_out(
+    raw: torch.Tensor,
+    mirrored: torch.Tensor | None,
+    labels: torch.Tensor,
+    n_classes: int,
+    settings: FineTuneSettings,
+    feature_transform: str,
+) -> torch.Tensor:
+    """Fine-tune the ``S`` leave-one-out heads of a support set at once; score each left-out scan.
+
+    Fold ``i`` is :func:`head_on_features` on every support scan but ``i`` (its own ``cl2`` centre,
+    prototype start and loss). The folds are stacked into one ``(S, N, D + 1)`` tensor and their losses
+    summed: Adam is elementwise, so each fold follows exactly its own optimisation path.
+
+    Args:
+        raw: ``(S, D)`` support features.
+        mirrored: ``(S, D)`` features of the flipped scans, or ``None``.
+        labels: ``(S,)`` int64 in ``[0, N)``; every class has at least 2 scans.
+        n_classes: ``N``.
+        settings: Steps, learning rate, scale (``depth`` must be 0).
+        feature_transform: ``"none" | "l2" | "cl2"``.
+
+    Returns:
+        ``(S, N)`` logits of each scan under the head fitted without it, detached.
+    """
+    s = raw.shape[0]
+    keep = 1.0 - torch.eye(s, dtype=raw.dtype, device=raw.device)  # (S folds, S scans)
+    centres = (keep @ raw) / keep.sum(1, keepdim=True) if feature_transform == "cl2" else None
+
+    def per_fold(features: torch.Tensor) -> torch.Tensor:  # (S, D) -> (S folds, S scans, D)
+        stacked = features.unsqueeze(0).expand(s, -1, -1)
+        if centres is None:
+            return transform_features(stacked, feature_transform) if feature_transform != "none" else stacked
+        return transform_features(stacked - centres.unsqueeze(1), "l2")
+
+    features, weights, targets = per_fold(raw), keep, labels
+    if mirrored is not None:
+        features = torch.cat([features, per_fold(mirrored)], dim=1)
+        weights, targets = torch.cat([keep, keep], dim=1), torch.cat([labels, labels])
+    one_hot = F.one_hot(targets, n_classes).to(raw.dtype)  # (T, N)
+    member = weights.unsqueeze(2) * one_hot.unsqueeze(0)  # (S, T, N)
+    protos = member.transpose(1, 2) @ features / member.sum(1).unsqueeze(2)  # (S, N, D)
+    start = torch.cat([settings.scale * 2 * protos, -settings.scale * protos.pow(2).sum(-1, keepdim=True)], dim=2)
+    features, weights, targets = features.detach(), weights.detach(), targets.detach()
+
+    def loss(params: list[torch.Tensor]) -> torch.Tensor:
+        head = params[0]
+        logits = features @ head[:, :, :-1].transpose(1, 2) + head[:, :, -1].unsqueeze(1)  # (S, T, N)
+        nll = F.cross_entropy(logits.transpose(1, 2), targets.expand(s, -1), reduction="none")  # (S, T)
+        return ((nll * weights).sum(1) / weights.sum(1)).sum()
+
+    (head,) = adam_steps(loss, [start], steps=settings.steps, lr=settings.lr)
+    own = features[torch.arange(s), torch.arange(s)]  # (S, D): each scan in its own fold's space
+    return (torch.einsum("sd,snd->sn", own, head[:, :, :-1]) + head[:, :, -1]).detach()
+
+
 def head_on_features(
     backbone: nn.Module,
     raw: torch.Tensor,
@@ -297,6 +353,21 @@ class FineTunableHead:
     def reads_fixed_features(self) -> bool:
         """True unless the top backbone blocks are fine-tuned at test time."""
         return not (self.head == "finetune" and self.finetune.depth > 0)
+
+    def leave_one_out_logits(self, support_images: torch.Tensor, support_labels: torch.Tensor) -> torch.Tensor:
+        """Leave-one-out logits; for the head-only ``"finetune"`` read-out all folds train at once
+        (:func:`finetune_heads_leave_one_out`), else the method's own (or the default loop)."""
+        if self.head != "finetune" or self.finetune.depth > 0:
+            return super().leave_one_out_logits(support_images, support_labels)  # type: ignore[misc]
+        from medfew.methods.base import check_leave_one_out
+
+        n_classes = support_classes(support_images, support_labels)
+        check_leave_one_out(support_labels, n_classes)
+        with torch.no_grad():
+            raw = self.backbone(support_images)
+            mirrored = self.backbone(flipped(support_images)) if self.finetune.flip else None
+        transform = getattr(self, "feature_transform", "l2")
+        return finetune_heads_leave_one_out(raw, mirrored, support_labels, n_classes, self.finetune, transform)
 
     def _head_hyperparameters(self) -> dict[str, Any]:
         return {"head": self.head, **self.finetune.hyperparameters()}

@@ -137,7 +137,9 @@ class ProtoNet(FineTunableHead, FewShotMethod):
     def leave_one_out_logits(self, support_images: torch.Tensor, support_labels: torch.Tensor) -> torch.Tensor:
         """Exact leave-one-out logits from features computed once (the backbone is fixed at test time).
 
-        Falls back to one ``adapt`` per image when the top blocks are fine-tuned (``finetune_depth > 0``).
+        The ``"finetune"`` head trains all folds at once
+        (:func:`~medfew.methods.finetune.finetune_heads_leave_one_out`); with its top blocks fine-tuned
+        (``finetune_depth > 0``) it falls back to one ``adapt`` per image.
 
         Args:
             support_images: ``(S, C, H, W)``.
@@ -146,8 +148,8 @@ class ProtoNet(FineTunableHead, FewShotMethod):
         Returns:
             ``(S, N)`` raw logits, detached.
         """
-        if self.head == "finetune" and self.finetune.depth > 0:
-            return super().leave_one_out_logits(support_images, support_labels)
+        if self.head == "finetune":
+            return super().leave_one_out_logits(support_images, support_labels)  # all folds at once, or the loop
         n_classes = support_classes(support_images, support_labels)
         check_leave_one_out(support_labels, n_classes)
         raw, mirrored = self._support_features(support_images)
