@@ -9,7 +9,6 @@ of it, checks the weights' sha256 against the sidecar, and refuses anything that
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass, field
 from importlib import resources
@@ -22,6 +21,7 @@ from safetensors.torch import load_file
 from medfew import __version__
 from medfew.errors import CheckpointError, MedfewError
 from medfew.methods.base import FewShotMethod
+from medfew.models.pretrained import sha256_file
 from medfew.training.state_io import atomic_save_tensors, atomic_write_bytes
 
 FORMAT = "medfew-checkpoint"
@@ -68,15 +68,6 @@ class CheckpointInfo:
     def name(self) -> str:
         """A short human name for reports: ``method/backbone@sha[:12]``."""
         return f"{self.method}/{self.backbone}@{self.weights_sha256[:12]}"
-
-
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file, streamed."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def save_checkpoint(
