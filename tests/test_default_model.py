@@ -51,7 +51,7 @@ def test_default_model_evaluates_a_full_resolution_folder_with_confidence_figure
 ) -> None:
     from medfew.data.pools import load_pool
 
-    folder = data_root / "covid_chestxray_rare"
+    folder = data_root / "covid_chestxray_ieee8023_rare"  # class-per-folder PNG/JPEGs at full resolution
     code = main(["evaluate", "--checkpoint", "default", "--folder", str(folder), "--ways", "3", "--shots", "5",
                  "--queries", "5", "--episodes", "8", "--allow-fewer-queries", "--data-root", str(data_root),
                  "--json", "--quiet"])
