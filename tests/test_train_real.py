@@ -15,7 +15,7 @@ from conftest import REPO_ROOT
 CONFIGS = sorted((REPO_ROOT / "configs").glob("*.yaml"))
 FEW_STEPS = ["--set", "train.steps=2", "--set", "train.meta_batch=1", "--set", "train.eval_every=2",
              "--set", "train.eval_episodes=2", "--set", "episode.queries=3", "--set", "data.max_per_class=20",
-             "--quiet"]
+             "--set", "train.warmup_steps=0", "--quiet"]
 
 
 @pytest.mark.slow
