@@ -145,8 +145,15 @@ def test_head_is_a_test_time_method_option_of_a_saved_checkpoint(tmp_path: Path)
     assert isinstance(plain.adapt(support, labels), PrototypeClassifier)
 
 
-def test_checkpoints_saved_before_the_head_existed_load_with_the_prototype_head() -> None:
-    method, info = load_checkpoint("default")
+def test_checkpoints_saved_before_the_head_existed_load_with_the_prototype_head(tmp_path: Path) -> None:
+    from medfew.training.checkpoint import update_sidecar
+
+    path = save_checkpoint(tmp_path / "old", conv4_protonet(), backbone="conv4",
+                           backbone_config={"in_channels": 1, "image_size": SIZE, "hidden": 8, "norm": "group"},
+                           preprocessing=Preprocessing(SIZE, 1))
+    old = {"feature_transform": "none", "scale": 1.0, "learn_scale": False}  # what checkpoints held before heads
+    update_sidecar(path, method_hparams=old)
+    method, info = load_checkpoint(path)
     assert "head" not in info.method_hparams and method.head == "prototype"
 
 
