@@ -33,7 +33,7 @@ from medfew.errors import ConfigError
 from medfew.evaluation.calibration import fit_temperature
 from medfew.evaluation.metrics import expected_calibration_error
 from medfew.evaluation.summary import confidence_interval_95
-from medfew.experiment import precompute_features
+from medfew.experiment import precompute_features, read_precomputed
 from medfew.methods import method_class
 from medfew.training.checkpoint import load_checkpoint, read_checkpoint_info, update_sidecar
 
@@ -99,17 +99,23 @@ def calibrate_checkpoint(
     candidates = candidate_options(info.method, depths)
     methods = [load_checkpoint(checkpoint, method_options=options)[0] for options in candidates]
     samplers = []  # the same episodes, drawn from images or from features computed once per image
+    encoded_sampler = None  # every candidate has the same weights, so one encoding serves them all
     for method in methods:
-        if method.reads_fixed_features:
-            encoded = precompute_features(method, pools, normalize, signature=info.weights_sha256, progress=progress)
-            samplers.append(EpisodeSampler(encoded, too_few="skip", allow_fewer_ways=True, normalize=None, **spec))
-        else:
+        if not method.reads_fixed_features:
             samplers.append(sampler)
+            continue
+        if encoded_sampler is None:
+            encoded = precompute_features(method, pools, normalize, signature=info.weights_sha256, progress=progress)
+            encoded_sampler = EpisodeSampler(encoded, too_few="skip", allow_fewer_ways=True, normalize=None, **spec)
+        else:
+            read_precomputed(method, encoded)
+        samplers.append(encoded_sampler)
     logits: list[list[torch.Tensor]] = [[] for _ in candidates]
     labels: list[torch.Tensor] = []
     for index in tqdm(range(episodes), desc="calibrate", unit="episode", disable=not progress):
+        tasks = {id(source): source.sample(index) for source in samplers}  # each distinct sampler draws once
         for method, source, out in zip(methods, samplers, logits):
-            task = source.sample(index)
+            task = tasks[id(source)]
             out.append(_query_logits(method, task.support_images, task.support_labels, task.query_images))
         labels.append(task.query_labels)
     accuracies = [_episode_accuracies(out, labels) for out in logits]

@@ -175,8 +175,13 @@ def precompute_features(
     key = f"features+flip|{signature}|{type(backbone).__name__}|{sorted(config.items())}"
     encoded = [encoded_pool(pool, encode=encode_with_flip(backbone.eval()), signature=key, normalize=normalize,
                             progress=progress) for pool in pools]
-    method.backbone = PrecomputedFeatures(int(encoded[0].images.shape[1]))
+    read_precomputed(method, encoded)
     return encoded
+
+
+def read_precomputed(method: FewShotMethod, encoded: list[ImagePool]) -> None:
+    """Make ``method`` read the features of pools that :func:`precompute_features` encoded with its weights."""
+    method.backbone = PrecomputedFeatures(int(encoded[0].images.shape[1]))
 
 
 @dataclass(frozen=True)

@@ -116,6 +116,19 @@ class FineTuneSettings:
         }
 
 
+def packed_head(weight: torch.Tensor, bias: torch.Tensor, scale: float) -> torch.Tensor:
+    """``(..., N, D)`` weights and ``(..., N)`` biases scaled by ``scale`` and packed as ``(..., N, D + 1)``."""
+    return torch.cat([scale * weight, scale * bias.unsqueeze(-1)], dim=-1)
+
+
+def support_features(
+    backbone: nn.Module, images: torch.Tensor, flip: bool
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``(S, C, H, W)`` -> raw features ``(S, D)`` and, for ``flip``, those of the mirrored images (else ``None``)."""
+    with torch.no_grad():
+        return backbone(images), backbone(flipped(images)) if flip else None
+
+
 def finetune_head(
     features: torch.Tensor, labels: torch.Tensor, n_classes: int, settings: FineTuneSettings
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -131,8 +144,7 @@ def finetune_head(
         ``W`` ``(N, D)`` and ``b`` ``(N,)``, detached.
     """
     features, labels = features.detach().clone(), labels.detach().clone()
-    weight, bias = proto_head(features, labels, n_classes)
-    start = torch.cat([settings.scale * weight, settings.scale * bias.unsqueeze(1)], dim=1)
+    start = packed_head(*proto_head(features, labels, n_classes), settings.scale)
 
     def loss(params: list[torch.Tensor]) -> torch.Tensor:
         return F.cross_entropy(linear_logits(features, params[0][:, :-1], params[0][:, -1]), labels)
@@ -185,10 +197,10 @@ def finetune_blocks(
     images = torch.cat([support_images, flipped(support_images)]) if settings.flip else support_images
     labels = torch.cat([support_labels, support_labels]) if settings.flip else support_labels
     with torch.no_grad():
-        raw = tuned(support_images)
-        centre = raw.mean(0) if feature_transform == "cl2" else None
-        weight, bias = proto_head(transform_features(tuned(images), feature_transform, centre), labels, n_classes)
-    head = torch.cat([settings.scale * weight, settings.scale * bias.unsqueeze(1)], dim=1)
+        raw = tuned(images)  # the support first, then its flipped copies
+        centre = raw[: len(support_labels)].mean(0) if feature_transform == "cl2" else None
+        head = packed_head(*proto_head(transform_features(raw, feature_transform, centre), labels, n_classes),
+                           settings.scale)
 
     def loss(params: list[torch.Tensor]) -> torch.Tensor:
         feats = transform_features(_forward_with(tuned, blocks, params[1:], images), feature_transform, centre)
@@ -254,7 +266,7 @@ def finetune_heads_leave_one_out(
     one_hot = F.one_hot(targets, n_classes).to(raw.dtype)  # (T, N)
     member = weights.unsqueeze(2) * one_hot.unsqueeze(0)  # (S, T, N)
     protos = member.transpose(1, 2) @ features / member.sum(1).unsqueeze(2)  # (S, N, D)
-    start = torch.cat([settings.scale * 2 * protos, -settings.scale * protos.pow(2).sum(-1, keepdim=True)], dim=2)
+    start = packed_head(2 * protos, -protos.pow(2).sum(-1), settings.scale)  # the Proto-MAML head of each fold
     features, weights, targets = features.detach(), weights.detach(), targets.detach()
 
     def loss(params: list[torch.Tensor]) -> torch.Tensor:
@@ -322,9 +334,7 @@ def finetuned_classifier(
             backbone, support_images, support_labels, n_classes, settings, feature_transform
         )
         return LinearHeadClassifier(tuned, weight, bias, feature_transform, centre)
-    with torch.no_grad():
-        raw = backbone(support_images)
-        mirrored = backbone(flipped(support_images)) if settings.flip else None
+    raw, mirrored = support_features(backbone, support_images, settings.flip)
     return head_on_features(backbone, raw, mirrored, support_labels, n_classes, settings, feature_transform)
 
 
@@ -363,9 +373,7 @@ class FineTunableHead:
 
         n_classes = support_classes(support_images, support_labels)
         check_leave_one_out(support_labels, n_classes)
-        with torch.no_grad():
-            raw = self.backbone(support_images)
-            mirrored = self.backbone(flipped(support_images)) if self.finetune.flip else None
+        raw, mirrored = support_features(self.backbone, support_images, self.finetune.flip)
         transform = getattr(self, "feature_transform", "l2")
         return finetune_heads_leave_one_out(raw, mirrored, support_labels, n_classes, self.finetune, transform)
 

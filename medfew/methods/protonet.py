@@ -12,7 +12,7 @@ from torch import nn
 
 from medfew.data.episode import Episode
 from medfew.methods.base import FewShotMethod, check_leave_one_out, support_classes
-from medfew.methods.finetune import FineTunableHead, finetuned_classifier, flipped, head_on_features
+from medfew.methods.finetune import FineTunableHead, finetuned_classifier, head_on_features, support_features
 from medfew.methods.functional import FEATURE_TRANSFORMS, prototypes, transform_features
 from medfew.methods.heads import LinearHeadClassifier, PrototypeClassifier, fit_logistic_head
 from medfew.methods.registry import register_method
@@ -110,15 +110,8 @@ class ProtoNet(FineTunableHead, FewShotMethod):
             return finetuned_classifier(self.backbone, support_images, support_labels, self.finetune,
                                         self.feature_transform)
         n_classes = support_classes(support_images, support_labels)
-        raw, mirrored = self._support_features(support_images)
+        raw, mirrored = support_features(self.backbone, support_images, self._flips)
         return self._fitted_head(raw, mirrored, support_labels, n_classes)
-
-    def _support_features(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """``(S, C, H, W)`` -> raw features ``(S, D)`` and those of the flipped images (or ``None``)."""
-        with torch.no_grad():
-            raw = self.backbone(images)
-            mirrored = self.backbone(flipped(images)) if self._flips else None
-        return raw, mirrored
 
     def _fitted_head(
         self, raw: torch.Tensor, mirrored: torch.Tensor | None, labels: torch.Tensor, n_classes: int
@@ -152,7 +145,7 @@ class ProtoNet(FineTunableHead, FewShotMethod):
             return super().leave_one_out_logits(support_images, support_labels)  # all folds at once, or the loop
         n_classes = support_classes(support_images, support_labels)
         check_leave_one_out(support_labels, n_classes)
-        raw, mirrored = self._support_features(support_images)
+        raw, mirrored = support_features(self.backbone, support_images, self._flips)
         rows = []
         for i in range(support_labels.shape[0]):
             keep = torch.arange(support_labels.shape[0], device=support_labels.device) != i
