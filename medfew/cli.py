@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from medfew import __version__
+from medfew.commands import register_all
 from medfew.errors import ConfigError, MedfewError
 
 
@@ -314,6 +315,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="level of the prediction sets (0.1: sets meant to hold the true class in 90%% of "
                         "cases); 0 or 'none' turns them off")
     p.set_defaults(func=_cmd_diagnose)
+    register_all(commands)
     return parser
 
 
