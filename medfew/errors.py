@@ -93,3 +93,27 @@ class NotAdaptedError(DiagnosisError):
 
 class ImageInputError(DiagnosisError):
     """An image given to a session is of an unsupported type or shape."""
+
+
+class PacsError(MedfewError):
+    """A DICOMweb (PACS) request failed; the message names the server (credentials masked)."""
+
+
+class PacsSettingsError(PacsError, ConfigError):
+    """The PACS settings are missing or invalid (no URL, a bad settings file, a malformed search)."""
+
+
+class PacsConnectionError(PacsError):
+    """The PACS server cannot be reached, or its URL is not a DICOMweb service."""
+
+
+class PacsAuthError(PacsError):
+    """The PACS server refused the login (HTTP 401 or 403)."""
+
+
+class PacsNotFoundError(PacsError):
+    """A search matched nothing, or the series / study asked for is not on the server."""
+
+
+class NoPixelDataError(PacsError):
+    """A series holds no image (e.g. a structured report or a PDF series): nothing to diagnose."""
