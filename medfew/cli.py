@@ -6,7 +6,7 @@
     medfew train --config FILE [--set section.key=value ...] [--out RUN_DIR]
     torchrun --nproc_per_node N -m medfew train ...      (data-parallel; rank 0 writes RUN_DIR)
     medfew evaluate --checkpoint RUN_DIR|FILE|default (--folder DIR | --manifest FILE | --dataset NAME) ... [--alpha 0.1]
-    medfew diagnose --checkpoint default|PATH --support DIR --query FILE... [--report FILE.pdf] [--json] [--alpha 0.1]
+    medfew diagnose --checkpoint default|PATH --support DIR --query FILE... [--report FILE.pdf|.json|.dcm] [--json] [--strict]
 
 Every user error (bad file, unknown key, too few images) is printed as one line naming the file or
 key, with exit status 2; there is never a traceback for bad input.
@@ -25,6 +25,7 @@ from typing import Any
 from medfew import __version__
 from medfew.commands import register_all
 from medfew.errors import ConfigError, MedfewError
+from medfew.messages import short_repr
 
 
 # ---------------------------------------------------------------------- data
@@ -63,38 +64,41 @@ def _cmd_data_fetch(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------- train / evaluate
 def _parse_overrides(pairs: Sequence[str], dotted: bool = True) -> dict[str, Any]:
-    import yaml
+    from medfew.safe_yaml import load_user_yaml
 
     overrides: dict[str, Any] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
+        flag = "--set" if dotted else "--method-option"
         if not sep:
             form = "section.key=value" if dotted else "key=value"
-            raise ConfigError(f"{'--set' if dotted else '--method-option'} {pair!r} must look like {form}")
+            raise ConfigError(f"{flag} {short_repr(pair)} must look like {form}")
         try:
-            overrides[key.strip()] = yaml.safe_load(value)
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{pair!r}: value is not valid YAML ({exc})") from exc
+            overrides[key.strip()] = load_user_yaml(value)
+        except ConfigError as exc:
+            raise ConfigError(f"{flag} {short_repr(key.strip())}: {exc}") from None
     return overrides
 
 
 def read_config_file(path: str | Path, overrides: Sequence[str] = ()) -> Any:
-    """Read a YAML config, apply ``--set`` overrides and validate it."""
-    import yaml
-
+    """Read a YAML config, apply ``--set`` overrides and validate it (errors name the file and key)."""
     from medfew.config import apply_overrides, load_config
+    from medfew.safe_yaml import load_user_yaml
 
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError as exc:
         raise ConfigError(f"{path}: no such config file") from exc
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+    except IsADirectoryError as exc:
+        raise ConfigError(f"{path}: is a directory, not a YAML config file") from exc
+    except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: not a readable YAML file ({exc})") from exc
     try:
-        return load_config(apply_overrides(raw, _parse_overrides(overrides)))
+        raw = load_user_yaml(text)
+        return load_config(apply_overrides({} if raw is None else raw, _parse_overrides(overrides)))
     except ConfigError as exc:
-        raise ConfigError(f"{path}: {exc}") from exc
+        raise ConfigError(f"{path}: {exc}") from None
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -110,8 +114,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
         config = load_config(apply_overrides(config.to_dict(), {"train.device": args.device}))
     main = context_from_env().is_main  # under torchrun, rank 0 alone writes and prints
     out = Path(args.out or Path("runs") / Path(args.config).stem)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out}: is a file; the run directory must be a folder (or not exist yet)")
     if main:
-        out.mkdir(parents=True, exist_ok=True)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"--out {out}: cannot create the run directory ({exc.strerror})") from None
         (out / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False), encoding="utf-8")
     try:
         result = run_training(config, data_root=args.data_root, run_dir=out, resume=not args.restart,
@@ -152,13 +161,13 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         allow_fewer_queries=args.allow_fewer_queries, image_size=args.image_size, channels=args.channels,
         device=args.device or "auto", progress=not args.quiet,
         method_options=_parse_overrides(args.method_option or [], dotted=False),
-        conformal_alpha=args.alpha,
+        conformal_alpha=args.alpha, strict=args.strict,
     )
     print(json.dumps(summary.to_dict(), indent=2) if args.json else summary.format_text())
     return 0
 
 
-def _alpha(text: str) -> float | None:
+def alpha_level(text: str) -> float | None:
     """``--alpha`` value: a level in ``(0, 1)``; ``0`` or ``none`` turns prediction sets off."""
     if text.strip().lower() in ("none", "off", "0", "0.0"):
         return None
@@ -169,56 +178,6 @@ def _alpha(text: str) -> float | None:
     if not 0.0 < value < 1.0:
         raise argparse.ArgumentTypeError(f"expected a number in (0, 1) (e.g. 0.1 for 90% sets), 0 or 'none', got {text}")
     return value
-
-
-# ---------------------------------------------------------------------- diagnose
-def _cmd_diagnose(args: argparse.Namespace) -> int:
-    from medfew.data.manifest import manifest_from_folder
-    from medfew.diagnosis import DiagnosisSession
-    from medfew.errors import SupportSetError
-    from medfew.reporting import build_report, write_json, write_pdf
-
-    report_path = Path(args.report) if args.report else None
-    if report_path is not None and report_path.suffix.lower() not in (".pdf", ".json"):
-        raise ConfigError(f"--report {report_path}: the file must end in .pdf or .json")
-    session = DiagnosisSession(args.checkpoint, alpha=args.alpha)
-    manifest = manifest_from_folder(args.support)
-    for name in manifest.class_names:
-        session.add_class(name)
-    for row in manifest.rows:
-        session.add_support(row.path, row.label)
-    session.adapt()
-    predictions = [session.diagnose(path, saliency=report_path is not None) for path in args.query]
-    try:
-        loo = session.leave_one_out()  # read from the scores adapt() computed for the prediction sets
-    except SupportSetError:  # a class with a single scan: no reliability estimate
-        loo = None
-    if report_path is not None:
-        report = build_report(session, predictions, notes=args.note or "",
-                              include_identifiers=args.include_identifiers, leave_one_out=loo)
-        (write_pdf if report_path.suffix.lower() == ".pdf" else write_json)(report, report_path)
-    rows = [{"file": str(path), "prediction": p.predicted, "probabilities": p.probabilities,
-             "prediction_set": None if p.prediction_set is None else list(p.prediction_set),
-             "set_confidence": p.set_confidence, "set_note": p.set_note, "set_statement": p.set_statement,
-             "uncertain": p.uncertain, "out_of_distribution": p.out_of_distribution}
-            for path, p in zip(args.query, predictions)]
-    if args.json:
-        print(json.dumps({"predictions": rows, "support": session.support_counts(),
-                          "temperature": session.temperature, "alpha": session.alpha,
-                          "leave_one_out_accuracy": None if loo is None else loo.accuracy,
-                          "report": None if report_path is None else str(report_path)}, indent=2))
-    else:
-        for row in rows:
-            flags = [f for f in ("uncertain", "out_of_distribution") if row[f]]
-            score = row["probabilities"][row["prediction"]]
-            print(f"{row['file']}: {row['prediction']} ({score:.3f}){'  [' + ', '.join(flags) + ']' if flags else ''}")
-            print(f"  prediction set: {row['set_statement']}")
-        temperature = session.temperature
-        print(f"probabilities calibrated with temperature T = {temperature:.3g}" if temperature != 1.0
-              else "probabilities are not calibrated (the checkpoint has no temperature)")
-        if report_path is not None:
-            print(f"report written to {report_path}")
-    return 0
 
 
 # ---------------------------------------------------------------------- parser
@@ -296,25 +255,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument("--alpha", type=_alpha, default=0.1, metavar="ALPHA",
+    p.add_argument("--strict", action="store_true",
+                   help="stop at the first unreadable image (default: skip it, name it, and count it in the summary)")
+    p.add_argument("--alpha", type=alpha_level, default=0.1, metavar="ALPHA",
                    help="level of the leave-one-out prediction sets (0.1: 90%% sets; one extra adapt per "
                         "support image); 0 or 'none' turns them off")
     data_root(p)
     p.set_defaults(func=_cmd_evaluate)
 
-    p = commands.add_parser("diagnose", help="adapt to a class-per-folder support set and diagnose query scans")
-    p.add_argument("--checkpoint", default="default", help="run directory, .safetensors file, or 'default'")
-    p.add_argument("--support", required=True, help="class-per-folder directory of labelled support scans")
-    p.add_argument("--query", required=True, nargs="+", metavar="FILE", help="scans to diagnose")
-    p.add_argument("--report", default=None, help="write a report: FILE.pdf or FILE.json")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--include-identifiers", action="store_true",
-                   help="copy patient identifiers from DICOM queries into the report (off by default)")
-    p.add_argument("--note", default=None, help="clinician's note added to every query in the report")
-    p.add_argument("--alpha", type=_alpha, default=0.1, metavar="ALPHA",
-                   help="level of the prediction sets (0.1: sets meant to hold the true class in 90%% of "
-                        "cases); 0 or 'none' turns them off")
-    p.set_defaults(func=_cmd_diagnose)
     register_all(commands)
     return parser
 

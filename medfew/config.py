@@ -7,13 +7,19 @@ config dicts, only the keyword arguments these objects hold.
 from __future__ import annotations
 
 import dataclasses
-import difflib
+import math
 import types
 import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args, get_origin
 
 from medfew.errors import ConfigError
+from medfew.messages import close_match_hint, short_repr
+
+MAX_INT = 10**9
+"""Largest integer any config count may hold (steps, sizes, episodes): larger is a typo or an attack."""
+MAX_IMAGE_SIZE = 1024
+"""Largest ``data.image_size``: episodes hold ways x (shots + queries) images of this side."""
 
 
 @dataclass(frozen=True)
@@ -41,7 +47,8 @@ class DataConfig:
     max_per_class: int = 0
 
     def validate(self) -> None:
-        _require(self.image_size >= 16, "data.image_size", self.image_size, "at least 16")
+        _require(16 <= self.image_size <= MAX_IMAGE_SIZE, "data.image_size", self.image_size,
+                 f"between 16 and {MAX_IMAGE_SIZE}")
         _require(len(self.train) > 0, "data.train", list(self.train), "at least one dataset")
         _require(self.max_per_class >= 0, "data.max_per_class", self.max_per_class, "at least 0 (0: every image)")
 
@@ -81,12 +88,14 @@ class TrainConfig:
     amp: Literal["auto", "off", "bf16"] = "auto"
 
     def validate(self) -> None:
-        for key in ("steps", "meta_batch", "eval_every", "eval_episodes", "checkpoint_every", "log_every"):
+        for key in ("steps", "meta_batch", "eval_every", "checkpoint_every", "log_every"):
             _require(getattr(self, key) >= 1, f"train.{key}", getattr(self, key), "at least 1")
-        _require(self.lr > 0, "train.lr", self.lr, "positive")
+        _require(self.eval_episodes >= 2, "train.eval_episodes", self.eval_episodes,
+                 "at least 2 (a confidence interval needs two episodes)")
+        _require(0 < self.lr <= 10, "train.lr", self.lr, "in (0, 10]")
         _require(self.grad_clip > 0, "train.grad_clip", self.grad_clip, "positive")
         _require(0 <= self.warmup_steps < self.steps, "train.warmup_steps", self.warmup_steps, "in [0, steps)")
-        _require(self.weight_decay >= 0, "train.weight_decay", self.weight_decay, "non-negative")
+        _require(0 <= self.weight_decay <= 1, "train.weight_decay", self.weight_decay, "in [0, 1]")
 
 
 @dataclass(frozen=True)
@@ -135,7 +144,9 @@ def load_config(raw: dict[str, Any]) -> ExperimentConfig:
     known = [*_SECTIONS, "backbone", "method"]
     for section in raw:
         if section not in known:
-            raise ConfigError(f"unknown config section {section!r}{_suggest(section, known)}; known: {known}")
+            raise ConfigError(
+                f"unknown config section {short_repr(section)}{close_match_hint(section, known)}; known: {known}"
+            )
     parts: dict[str, Any] = {}
     for section, cls in _SECTIONS.items():
         parts[section] = _build_section(section, cls, raw.get(section) or {})
@@ -146,14 +157,16 @@ def load_config(raw: dict[str, Any]) -> ExperimentConfig:
 
 def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
     """Return a copy of ``raw`` with dotted ``section.key`` overrides applied (``--set``)."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"a config must be a mapping of sections, got {type(raw).__name__}")
     result = {k: dict(v) if isinstance(v, dict) else v for k, v in raw.items()}
     for dotted, value in overrides.items():
         section, _, key = dotted.partition(".")
         if not section or not key or "." in key:
-            raise ConfigError(f"override {dotted!r} must look like section.key=value")
+            raise ConfigError(f"override {short_repr(dotted)} must look like section.key=value")
         result.setdefault(section, {})
         if not isinstance(result[section], dict):
-            raise ConfigError(f"config section {section!r} must be a mapping")
+            raise ConfigError(f"config section {short_repr(section)} must be a mapping")
         result[section][key] = value
     return result
 
@@ -168,7 +181,7 @@ def _build_section(section: str, cls: type, values: Any) -> Any:
     for key, value in values.items():
         if key not in fields:
             raise ConfigError(
-                f"unknown key '{section}.{key}'{_suggest(key, list(fields))}; known keys: {sorted(fields)}"
+                f"unknown key '{section}.{str(key)[:80]}'{close_match_hint(key, fields)}; known keys: {sorted(fields)}"
             )
         kwargs[key] = _coerce(f"{section}.{key}", value, hints[key])
     obj = cls(**kwargs)
@@ -193,40 +206,44 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
     origin = get_origin(hint)
     if origin is Literal:
         choices = get_args(hint)
-        if isinstance(value, bool) != isinstance(choices[0], bool) or value not in choices:
-            raise ConfigError(f"'{key}' must be one of {list(choices)}, got {value!r}")
+        if isinstance(value, bool) != isinstance(choices[0], bool) or not _is_plain(value) or value not in choices:
+            raise ConfigError(f"'{key}' must be one of {list(choices)}, got {short_repr(value)}")
         return value
     if origin is tuple:
         items = [value] if isinstance(value, str) else value
         if not isinstance(items, (list, tuple)) or not all(isinstance(v, str) for v in items):
-            raise ConfigError(f"'{key}' must be a list of names, got {value!r}")
+            raise ConfigError(f"'{key}' must be a list of names, got {short_repr(value)}")
         return tuple(items)
     if origin in (typing.Union, types.UnionType):
         raise ConfigError(f"'{key}': unsupported config type {hint}")  # pragma: no cover - no such field
     if hint is bool:
         if not isinstance(value, bool):
-            raise ConfigError(f"'{key}' must be true or false, got {value!r}")
+            raise ConfigError(f"'{key}' must be true or false, got {short_repr(value)}")
         return value
     if hint is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"'{key}' must be an integer, got {value!r}")
+            raise ConfigError(f"'{key}' must be an integer, got {short_repr(value)}")
+        if abs(value) > MAX_INT:
+            raise ConfigError(f"'{key}' must be at most {MAX_INT:.0e} in size, got {short_repr(value)}")
         return value
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"'{key}' must be a number, got {value!r}")
+            raise ConfigError(f"'{key}' must be a number, got {short_repr(value)}")
+        if isinstance(value, int) and abs(value) > MAX_INT or not math.isfinite(value):
+            raise ConfigError(f"'{key}' must be a finite number, got {short_repr(value)}")
         return float(value)
     if hint is str:
         if not isinstance(value, str):
-            raise ConfigError(f"'{key}' must be a string, got {value!r}")
+            raise ConfigError(f"'{key}' must be a string, got {short_repr(value)}")
         return value
     raise ConfigError(f"'{key}': unsupported config type {hint}")  # pragma: no cover
 
 
 def _require(ok: bool, key: str, value: Any, what: str) -> None:
     if not ok:
-        raise ConfigError(f"'{key}' must be {what}, got {value!r}")
+        raise ConfigError(f"'{key}' must be {what}, got {short_repr(value)}")
 
 
-def _suggest(word: str, choices: list[str]) -> str:
-    close = difflib.get_close_matches(word, choices, n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
+def _is_plain(value: Any) -> bool:
+    """A scalar that can be compared with ``in`` safely (no lists or mappings)."""
+    return value is None or isinstance(value, (str, int, float))

@@ -117,3 +117,7 @@ class PacsNotFoundError(PacsError):
 
 class NoPixelDataError(PacsError):
     """A series holds no image (e.g. a structured report or a PDF series): nothing to diagnose."""
+
+
+class ModelOutputError(DiagnosisError):
+    """The model produced non-finite (NaN or infinite) features or scores: a broken checkpoint."""

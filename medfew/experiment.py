@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from medfew import __version__
 from medfew.config import ExperimentConfig
 from medfew.data.encoded_pool import encoded_pool
 from medfew.data.pool import ImagePool
@@ -218,6 +219,7 @@ def run_evaluation(
     progress: bool = True,
     method_options: dict[str, Any] | None = None,
     conformal_alpha: float | None = 0.1,
+    strict: bool = False,
 ) -> EvaluationSummary:
     """Evaluate a checkpoint or a raw-pixel baseline on fixed-seed episodes of one source.
 
@@ -225,6 +227,8 @@ def run_evaluation(
     ``{"feature_transform": "cl2"}`` for SimpleShot-style normalisation of a ProtoNet.
     ``conformal_alpha`` is the level of the per-episode leave-one-out prediction sets (coverage, set
     size, selective accuracy), or ``None`` for none (see :func:`medfew.evaluation.evaluate`).
+    Unreadable images are skipped with a warning naming each (listed in the summary's provenance),
+    or raise with ``strict``.
     """
     from medfew.training.device import resolve_device
 
@@ -244,7 +248,8 @@ def run_evaluation(
         prep = Preprocessing(image_size or 28, channels or 3, "zscore")
         name = baseline
     pool = load_pool(source.resolve(), split=source.split, data_root=data_root,
-                     image_size=prep.image_size, channels=prep.channels, progress=progress)
+                     image_size=prep.image_size, channels=prep.channels, progress=progress,
+                     on_error="raise" if strict else "skip")
     normalize: Any = partial(normalize_batch, mode=prep.normalize)
     if checkpoint is not None and model.reads_fixed_features:
         [pool] = precompute_features(model, [pool], normalize, signature=info.weights_sha256, progress=progress)
@@ -256,4 +261,17 @@ def run_evaluation(
     )
     summary = evaluate(model, sampler.episodes(episodes), n_episodes=episodes, device=str(resolve_device(device)),
                        progress=progress, method_name=name, conformal_alpha=conformal_alpha)
-    return dataclasses.replace(summary, queries_requested=queries)
+    provenance = {
+        "medfew_version": __version__,
+        "seed": seed,
+        "episodes": episodes,
+        "checkpoint": checkpoint,
+        "checkpoint_sha256": None if checkpoint is None else info.weights_sha256,
+        "method_options": dict(method_options or {}),
+        "baseline": baseline,
+        "source": {"folder": source.folder, "manifest": source.manifest, "dataset": source.dataset,
+                   "split": source.split},
+        "data": {k: pool.provenance.get(k) for k in ("kind", "dataset", "split", "files", "images_sha256")},
+        "skipped": list(pool.provenance.get("skipped", [])),
+    }
+    return dataclasses.replace(summary, queries_requested=queries, provenance=provenance)

@@ -5,12 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from conftest import REPO_ROOT
 
 from medfew.cli import read_config_file
 from medfew.config import apply_overrides, load_config
 from medfew.errors import ConfigError
-
-from conftest import REPO_ROOT
 
 CONFIGS = sorted((REPO_ROOT / "configs").glob("*.yaml"))
 
@@ -40,7 +39,7 @@ def test_defaults_fill_missing_sections() -> None:
         ({"method": "protonet", "train": {"stepz": 3}}, r"unknown key 'train.stepz' \(did you mean 'steps'\?\)"),
         ({"method": "protonet", "train": {"steps": "many"}}, r"'train.steps' must be an integer, got 'many'"),
         ({"method": "protonet", "train": {"steps": 0}}, r"'train.steps' must be at least 1, got 0"),
-        ({"method": "protonet", "train": {"lr": -1}}, r"'train.lr' must be positive"),
+        ({"method": "protonet", "train": {"lr": -1}}, r"'train.lr' must be in \(0, 10\]"),
         ({"method": "protonet", "train": {"lr": True}}, r"'train.lr' must be a number"),
         ({"method": "protonet", "train": {"optimizer": "lbfgs"}}, r"'train.optimizer' must be one of"),
         ({"method": "protonet", "train": {"steps": 5, "warmup_steps": 5}}, r"'train.warmup_steps' must be in \[0, steps\)"),
@@ -48,7 +47,7 @@ def test_defaults_fill_missing_sections() -> None:
         ({"method": "protonet", "data": {"channels": True}}, r"'data.channels' must be one of"),
         ({"method": "protonet", "data": {"train": [1, 2]}}, r"'data.train' must be a list of names"),
         ({"method": "protonet", "data": {"mix_domains": "yes"}}, r"'data.mix_domains' must be true or false"),
-        ({"method": "protonet", "data": {"image_size": 8}}, r"'data.image_size' must be at least 16"),
+        ({"method": "protonet", "data": {"image_size": 8}}, r"'data.image_size' must be between 16 and 1024"),
         ({"method": "protonet", "episode": {"ways": 1}}, r"'episode.ways' must be at least 2"),
         ({"method": "protonet", "episode": [5]}, r"section 'episode' must be a mapping"),
         ({"train": {}}, r"config section 'method' is required"),
@@ -75,7 +74,7 @@ def test_config_file_errors_name_the_file(tmp_path: Path) -> None:
         read_config_file(tmp_path / "missing.yaml")
     bad = tmp_path / "bad.yaml"
     bad.write_text("train: [unclosed\n")
-    with pytest.raises(ConfigError, match="bad.yaml: not a readable YAML file"):
+    with pytest.raises(ConfigError, match="bad.yaml: not valid YAML"):
         read_config_file(bad)
     typo = tmp_path / "typo.yaml"
     typo.write_text("method: protonet\ntrain:\n  stepz: 3\n")

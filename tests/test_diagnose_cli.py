@@ -61,7 +61,8 @@ def test_diagnose_json(checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureF
                        "--query", queries[0])
     lines = out.splitlines()
     assert code == 0 and lines[0].startswith(f"{queries[0]}: fine (") and "uncertain" not in lines[0]
-    assert lines[1] == ("  prediction set: fine — the true class is in this set in at least 90% of cases if the "
+    assert lines[1].startswith("  probabilities: fine 0.") and ", coarse 0." in lines[1]  # sorted, every class
+    assert lines[2] == ("  prediction set: fine — the true class is in this set in at least 90% of cases if the "
                         "support scans are representative (exchangeable), estimated by leave-one-out")
     assert "not calibrated" in out
     code, out, _ = run(capsys, "diagnose", "--checkpoint", str(checkpoint), "--support", str(support),
@@ -80,7 +81,7 @@ def test_too_few_support_scans_give_a_set_of_every_class(
     code, out, err = run(capsys, "diagnose", "--checkpoint", str(checkpoint), "--support", str(support),
                          "--query", str(query))
     assert code == 0, err
-    first, second = out.splitlines()[:2]
+    first, _, second = out.splitlines()[:3]
     assert first.startswith(f"{query}: coarse (") and "[uncertain" in first
     assert second.startswith("  prediction set: coarse or fine — the true class is in this set in at least 90%")
     assert "(with 6 support scans a 90% set must hold every class; 10 or more scans in all can narrow it)" in second
@@ -129,7 +130,79 @@ def test_diagnose_errors(checkpoint: Path, tmp_path: Path, capsys: pytest.Captur
     two = support_folder(tmp_path / "two", rng, {"coarse": COARSE, "fine": FINE})
     code, _, err = run(capsys, "diagnose", "--checkpoint", str(checkpoint), "--support", str(two), "--query", str(query),
                        "--report", str(tmp_path / "r.docx"))
-    assert code == 2 and "r.docx: the file must end in .pdf or .json" in err
+    assert code == 2 and "r.docx: the file must end in .pdf, .json, .dcm" in err
     code, _, err = run(capsys, "diagnose", "--checkpoint", str(tmp_path / "missing.safetensors"),
                        "--support", str(two), "--query", str(query))
     assert code == 2 and "no such checkpoint file" in err
+
+
+def test_one_bad_file_never_sinks_the_batch(checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rng = np.random.default_rng(4)
+    support = support_folder(tmp_path / "support", rng, {"coarse": COARSE, "fine": FINE}, k=4)
+    (support / "fine" / "truncated.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 20)  # a PNG cut short
+    good = tmp_path / "good.png"
+    Image.fromarray(stripes_uint8(FINE, rng)).save(good)
+    bad = tmp_path / "bad.dcm"
+    bad.write_bytes(b"\x00" * 128 + b"DICM" + b"\x02\x00\x10\x00UI")  # a DICOM header cut short
+    base = ["diagnose", "--checkpoint", str(checkpoint), "--support", str(support)]
+    code, out, err = run(capsys, *base, "--query", str(bad), str(good))
+    assert code == 1, err  # finished, with files skipped
+    assert f"skipped support scan {support / 'fine' / 'truncated.png'}:" in err
+    assert f"skipped query {bad}:" in err and "Traceback" not in err
+    assert out.startswith(f"{good}: fine (") and str(bad) + ":" not in out
+    assert "support: 8 scans in 2 classes (coarse 4, fine 4)" in out
+    assert "skipped 2 unreadable or unusable file(s) of 11" in out
+    code, out, err = run(capsys, *base, "--query", str(bad), str(good), "--json")
+    data = json.loads(out)
+    assert code == 1 and [r["file"] for r in data["predictions"]] == [str(good)]
+    assert {s["file"] for s in data["skipped"]} == {str(bad), str(support / "fine" / "truncated.png")}
+    code, out, err = run(capsys, *base, "--query", str(bad), str(good), "--strict")
+    assert code == 2 and "truncated.png" in err and out == ""
+    code, out, err = run(capsys, *base, "--query", str(bad))
+    assert code == 2 and "no query scan could be read" in err
+
+
+def test_report_paths_are_checked_and_dicom_reports_written(
+    checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import pydicom
+
+    rng = np.random.default_rng(5)
+    support = support_folder(tmp_path / "support", rng, {"coarse": COARSE, "fine": FINE})
+    queries = [str(write_dicom(tmp_path / f"q{i}.dcm", stripes_uint8(FINE, rng), modality="CR")) for i in range(2)]
+    base = ["diagnose", "--checkpoint", str(checkpoint), "--support", str(support), "--query"]
+    (tmp_path / "folder.pdf").mkdir()
+    code, _, err = run(capsys, *base, queries[0], "--report", str(tmp_path / "folder.pdf"))
+    assert code == 2 and "folder.pdf: is a directory" in err
+    code, _, err = run(capsys, *base, queries[0], "--report", str(tmp_path / "nowhere" / "r.pdf"))
+    assert code == 2 and "does not exist" in err
+    code, out, err = run(capsys, *base, *queries, "--report", str(tmp_path / "r.dcm"))
+    assert code == 0, err
+    for i, query in enumerate(queries, start=1):
+        written = pydicom.dcmread(tmp_path / f"r-{i}.dcm")
+        source = pydicom.dcmread(query)
+        assert written.SOPClassUID == pydicom.uid.EncapsulatedPDFStorage
+        assert written.PatientID == source.PatientID == FAKE_PATIENT_ID  # filed with the query's patient
+        assert f"report written to {tmp_path / f'r-{i}.dcm'}" in out
+    png = tmp_path / "q.png"
+    Image.fromarray(stripes_uint8(FINE, rng)).save(png)
+    code, _, err = run(capsys, *base, str(png), "--report", str(tmp_path / "p.dcm"))
+    assert code == 2 and "is not a DICOM file" in err and not (tmp_path / "p.dcm").exists()
+
+
+def test_a_weak_support_set_is_a_warning(checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rng = np.random.default_rng(6)
+    support = tmp_path / "support"
+    for label in ("left", "right"):  # two classes of the same stripes: the model cannot tell them apart
+        (support / label).mkdir(parents=True)
+        for i in range(4):
+            Image.fromarray(stripes_uint8(FINE if i % 2 else COARSE, rng)).save(support / label / f"s{i}.png")
+    query = tmp_path / "q.png"
+    Image.fromarray(stripes_uint8(FINE, rng)).save(query)
+    code, out, err = run(capsys, "diagnose", "--checkpoint", str(checkpoint), "--support", str(support),
+                         "--query", str(query))
+    assert code == 0, err
+    loo_line = next(line for line in out.splitlines() if line.startswith("leave-one-out accuracy"))
+    accuracy = float(loo_line.split(": ")[1].split("%")[0]) / 100
+    assert accuracy < 0.7
+    assert "WARNING: Weak support set" in out and "Add more scans to each class" in out

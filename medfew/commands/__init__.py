@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib
 
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = ("diagnose", "library", "audit", "pacs", "suggest")
 """Dotted names of the modules under ``medfew.commands`` to register, in help order."""
 
 

@@ -2,7 +2,13 @@
 prediction sets, uncertainty, saliency."""
 
 from medfew.diagnosis.inputs import ImageInput, LoadedImage, load_input, pixel_sha256
-from medfew.diagnosis.prediction import LeaveOneOutResult, Prediction, describe_set, join_classes
+from medfew.diagnosis.prediction import (
+    WEAK_SUPPORT_ACCURACY,
+    LeaveOneOutResult,
+    Prediction,
+    describe_set,
+    join_classes,
+)
 from medfew.diagnosis.saliency import SALIENCY_CAVEAT, SaliencyMapper, last_conv_layer
 from medfew.diagnosis.session import DiagnosisSession, SupportScan
 from medfew.diagnosis.uncertainty import (
@@ -19,6 +25,7 @@ __all__ = [
     "OOD_FACTOR",
     "SALIENCY_CAVEAT",
     "UNCERTAIN_THRESHOLD",
+    "WEAK_SUPPORT_ACCURACY",
     "DiagnosisSession",
     "DistanceReference",
     "ImageInput",

@@ -125,6 +125,10 @@ def describe_set(prediction_set: Sequence[str] | None, confidence: float | None,
     return text + (f" ({note})" if note else "")
 
 
+WEAK_SUPPORT_ACCURACY = 0.7
+"""Below this leave-one-out accuracy a support set is called weak (a rule of thumb, shown as a warning)."""
+
+
 @dataclass(frozen=True)
 class LeaveOneOutResult:
     """Accuracy of predicting each support scan from all the others.
@@ -140,3 +144,22 @@ class LeaveOneOutResult:
     correct: int
     total: int
     per_class: dict[str, float]
+
+    @property
+    def is_weak(self) -> bool:
+        """Whether fewer than :data:`WEAK_SUPPORT_ACCURACY` of the support scans are recognised."""
+        return self.accuracy < WEAK_SUPPORT_ACCURACY
+
+    @property
+    def warning(self) -> str | None:
+        """What a weak support set means and what to do about it, or ``None`` when it is not weak."""
+        if not self.is_weak:
+            return None
+        chance = 1.0 / max(len(self.per_class), 1)
+        worst = min(self.per_class, key=lambda name: self.per_class[name]) if self.per_class else None
+        hardest = f" (hardest: '{worst}', {self.per_class[worst]:.0%})" if worst is not None else ""
+        return (
+            f"Weak support set: only {self.accuracy:.0%} of the support scans ({self.correct} of {self.total}) "
+            f"are recognised from the others (chance: {chance:.0%}){hardest}. Diagnoses based on it are "
+            "unreliable. Add more scans to each class, check their labels, or merge classes that look alike."
+        )

@@ -47,7 +47,12 @@ from medfew.diagnosis.uncertainty import (
     check_threshold,
     entropy_flags,
 )
-from medfew.errors import ConfigError, NotAdaptedError, SupportSetError
+from medfew.errors import (
+    ConfigError,
+    ModelOutputError,
+    NotAdaptedError,
+    SupportSetError,
+)
 from medfew.evaluation.calibration import check_temperature
 from medfew.evaluation.conformal import (
     DEFAULT_ALPHA,
@@ -279,6 +284,9 @@ class DiagnosisSession:
         model = self._run_adapt(images, labels)
         with torch.no_grad():
             features = model.embed(images)
+            _require_finite(model.predict(images), "scores of the support scans")
+        if features is not None:
+            _require_finite(features, "features of the support scans")
         reference = (
             None if features is None
             else DistanceReference.fit(features, labels, len(self._classes), factor=self.ood_factor)
@@ -328,7 +336,8 @@ class DiagnosisSession:
         x = self._normalize(model_input.unsqueeze(0))
         temperature = self.temperature
         with torch.no_grad():
-            probabilities = torch.softmax(adapted.model.predict(x).double() / temperature, dim=-1)[0].cpu()
+            logits = _require_finite(adapted.model.predict(x), f"scores of {name or 'the query'}")
+            probabilities = torch.softmax(logits.double() / temperature, dim=-1)[0].cpu()
             features = adapted.model.embed(x) if adapted.reference is not None else None
         index = int(probabilities.argmax())
         entropy, normalized, uncertain = entropy_flags(probabilities, self.uncertain_threshold)
@@ -414,6 +423,7 @@ class DiagnosisSession:
     # ------------------------------------------------------------------ internals
     def _with_sets(self, adapted: _Adapted, loo: torch.Tensor, labels: torch.Tensor) -> _Adapted:
         """``adapted`` with the leave-one-out logits and the conformal sets fitted on them."""
+        _require_finite(loo, "leave-one-out scores of the support scans")
         assert self.alpha is not None
         probabilities = torch.softmax(loo.double() / self.temperature, dim=-1).cpu()
         sets = ConformalSets.fit(probabilities, labels.cpu(), self.alpha)
@@ -467,6 +477,16 @@ class DiagnosisSession:
         if self._saliency is None:
             self._saliency = SaliencyMapper(self.method.backbone)
         return self._saliency(model, x, index)
+
+
+def _require_finite(values: torch.Tensor, what: str) -> torch.Tensor:
+    """Return ``values`` if every entry is finite, else raise: a broken model must not diagnose."""
+    if not bool(torch.isfinite(values).all()):
+        raise ModelOutputError(
+            f"the model produced non-finite (NaN or infinite) {what}: the checkpoint is broken "
+            "(e.g. trained with a diverging learning rate); retrain it or choose another model"
+        )
+    return values
 
 
 def _check_label(label: str) -> str:

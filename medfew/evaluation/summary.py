@@ -108,6 +108,8 @@ class EvaluationSummary:
             in episodes without sets).
         selective_accuracy: Accuracy of the unflagged queries, over episodes with any.
         flag_rules: The flag rules used (``"set"``, ``"entropy"``), sorted.
+        provenance: What reproduces the figure: medfew version, seed, checkpoint and its checksum (or
+            the baseline), the data source and its checksums, and the unreadable files skipped.
     """
 
     method: str
@@ -135,6 +137,7 @@ class EvaluationSummary:
     flagged_share: MetricStat = MetricStat(math.nan, math.nan, 0)
     selective_accuracy: MetricStat = MetricStat(math.nan, math.nan, 0)
     flag_rules: tuple[str, ...] = ()
+    provenance: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable dict (non-finite floats become ``None``); per-episode accuracies included."""
@@ -175,6 +178,7 @@ class EvaluationSummary:
                 for name, s in self.per_class.items()
             },
             episode_accuracies=[float(e.accuracy) for e in self.episodes],
+            provenance=self.provenance,
         )
         return out
 
@@ -228,6 +232,11 @@ class EvaluationSummary:
             for name, stat in self.per_class.items():
                 sens, spec = _fmt(stat.sensitivity), _fmt(stat.specificity)
                 lines.append(f"{name[:23]:<24}{sens:>12}{spec:>12}{stat.n_episodes:>10}")
+        skipped = self.provenance.get("skipped") or []
+        if skipped:
+            lines.append("")
+            lines.append(f"{len(skipped)} unreadable file(s) skipped:")
+            lines.extend(f"  {item['path']}: {item['reason']}" for item in skipped)
         return "\n".join(lines)
 
 

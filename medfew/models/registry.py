@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from medfew.errors import ConfigError, RegistryError
+from medfew.messages import close_match_hint, short_repr
 from medfew.models.base import Backbone
-from medfew.models.checks import close_match_hint
 from medfew.models.pretrained import load_weights_file
 
 T = TypeVar("T", bound=Callable[..., Any])
@@ -51,7 +51,7 @@ class Registry(Generic[T]):
         """
         if name not in self._entries:
             raise RegistryError(
-                f"unknown {self.kind} {name!r}{close_match_hint(name, self._entries)}; "
+                f"unknown {self.kind} {short_repr(name)}{close_match_hint(name, self._entries)}; "
                 f"known {self.kind}s: {self.names()}"
             )
         return self._entries[name]
@@ -85,7 +85,7 @@ def check_kwargs(owner: str, factory: Callable[..., Any], kwargs: dict[str, Any]
     for key in kwargs:
         if key not in accepted:
             raise ConfigError(
-                f"{owner}: unknown argument {key!r}{close_match_hint(key, accepted)}; accepted: {accepted}"
+                f"{owner}: unknown argument {short_repr(key)}{close_match_hint(key, accepted)}; accepted: {accepted}"
             )
     missing = [p.name for p in params if p.name in accepted and p.default is p.empty and p.name not in kwargs]
     if missing:

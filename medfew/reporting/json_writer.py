@@ -11,7 +11,7 @@ from medfew.reporting.report import DiagnosticReport
 
 def report_json(report: DiagnosticReport, *, images: bool = True) -> str:
     """The report as indented JSON text (``images=False`` leaves the PNGs out)."""
-    return json.dumps(report.to_dict(images=images), indent=2, ensure_ascii=False)
+    return json.dumps(report.to_dict(images=images), indent=2, ensure_ascii=False, allow_nan=False)
 
 
 def write_json(report: DiagnosticReport, path: str | Path, *, images: bool = True) -> Path:
