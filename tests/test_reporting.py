@@ -14,7 +14,7 @@ from pydicom import dcmread
 from pydicom.uid import EncapsulatedPDFStorage
 from pypdf import PdfReader
 from synthetic import FAKE_PATIENT_ID, FAKE_PATIENT_NAME, dicom_dataset, save_dicom
-from test_diagnosis import COARSE, FINE, stripe_checkpoint, stripes_uint8
+from test_diagnosis import COARSE, FINE, SIZE, stripe_checkpoint, stripes_uint8
 
 from medfew.diagnosis import DiagnosisSession
 from medfew.errors import ConfigError, ImageInputError, ImageReadError
@@ -173,3 +173,32 @@ def test_a_calibrated_model_is_named_in_every_writer(checkpoint: Path, tmp_path:
     assert "softmax(logits / T) with T = 2.5" in flat and "calibrated probability" in flat
     assert "Prediction set (90%): coarse — the true class is in this set in at least 90% of cases" in flat
     assert "Uncertain: no (the prediction set holds one class)" in flat
+
+
+def test_free_text_dicom_attributes_stay_out_of_reports_by_default(checkpoint: Path, tmp_path: Path) -> None:
+    rng = np.random.default_rng(7)
+    session = DiagnosisSession(checkpoint)
+    for _ in range(3):
+        session.add_support(stripes_uint8(FINE, rng), "fine")
+        session.add_support(stripes_uint8(COARSE, rng), "coarse")
+    session.adapt()
+    free_text = {"Manufacturer": "Clinic of Dr Jane Roe", "ManufacturerModelName": "Roe-Scanner 3000",
+                 "ViewPosition": "PA SMITH", "PatientPosition": "HFS", "Laterality": "L",
+                 "ImageType": ["ORIGINAL", "PRIMARY", "JOHNSMITH"]}
+    query = save_dicom(dicom_dataset(stripes_uint8(FINE, rng), modality="CR", BodyPartExamined="CHEST",
+                                     **free_text), tmp_path / "q.dcm")
+    odd_body = save_dicom(dicom_dataset(stripes_uint8(FINE, rng), modality="CR", BodyPartExamined="MR SMITH CHEST"),
+                          tmp_path / "q2.dcm")
+    predictions = [session.diagnose(query, saliency=False), session.diagnose(odd_body, saliency=False)]
+    plain = build_report(session, predictions)
+    text = write_json(plain, tmp_path / "r.json").read_text() + pdf_text(write_pdf(plain, tmp_path / "r.pdf"))
+    for secret in ("Jane Roe", "Roe-Scanner", "SMITH", "HFS"):
+        assert secret not in text
+    first, second = plain.queries
+    assert first.clinical["Modality"] == "CR" and first.clinical["BodyPartExamined"] == "CHEST"
+    assert first.clinical["Rows"] == SIZE and "Manufacturer" not in first.clinical
+    assert "BodyPartExamined" not in second.clinical  # not a defined term: free text
+    opted_in = build_report(session, predictions, include_identifiers=True)
+    assert opted_in.queries[0].clinical["Manufacturer"] == "Clinic of Dr Jane Roe"
+    assert opted_in.queries[0].clinical["ImageType"] == ["ORIGINAL", "PRIMARY", "JOHNSMITH"]
+    assert "PA SMITH" in pdf_text(write_pdf(opted_in, tmp_path / "full.pdf"))

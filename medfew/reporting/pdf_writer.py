@@ -71,7 +71,7 @@ def _query_section(index: int, query: QueryResult, styles, with_identifiers: boo
     if query.saliency_overlay_png:
         parts.append(_p(f"Saliency (Grad-CAM, predicted class): {query.saliency_caveat}", small))
     if query.clinical:
-        keys = [k for k in ("Modality", "BodyPartExamined", "ViewPosition") if k in query.clinical]
+        keys = [k for k in ("Modality", "BodyPartExamined", "ViewPosition", "Laterality") if k in query.clinical]
         if keys:
             parts.append(_p("; ".join(f"{k}: {query.clinical[k]}" for k in keys), body))
     parts.append(_p(f"Image sha256: {query.image_sha256}", small))

@@ -22,6 +22,7 @@ from medfew import __version__
 from medfew.diagnosis.prediction import LeaveOneOutResult, Prediction
 from medfew.diagnosis.session import DiagnosisSession
 from medfew.errors import ConfigError
+from medfew.reporting.dicom_fields import report_attributes
 from medfew.reporting.images import saliency_overlay_png, thumbnail_png
 
 DISCLAIMER = (
@@ -95,7 +96,8 @@ class QueryResult:
         note: The clinician's note ("" when none).
         identifiers: Patient / study identifiers from the query's DICOM header; empty unless the
             report was built with ``include_identifiers=True``.
-        clinical: Non-identifying DICOM fields (modality, body part, ...), empty for non-DICOM queries.
+        clinical: DICOM header fields the report may show (:func:`~medfew.reporting.dicom_fields.report_attributes`:
+            coded attributes only unless identifiers were included), empty for non-DICOM queries.
         prediction_set: Classes of the conformal prediction set (most probable first), or ``None``.
         set_confidence: ``1 - alpha`` of the set, or ``None``.
         set_note: Why there is no set, or why it holds every class; ``None`` otherwise.
@@ -278,7 +280,7 @@ def _query_result(prediction: Prediction, note: str, include_identifiers: bool) 
         image_sha256=prediction.image_sha256,
         note=str(note or ""),
         identifiers=dict(dicom.identifying) if (dicom is not None and include_identifiers) else {},
-        clinical={} if dicom is None else dicom.to_dict(include_identifiers=False),
+        clinical={} if dicom is None else report_attributes(dicom.clinical, include_identifiers=include_identifiers),
         prediction_set=prediction.prediction_set,
         set_confidence=prediction.set_confidence,
         set_note=prediction.set_note,
