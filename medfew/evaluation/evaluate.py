@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-from collections.abc import Iterable, Iterator, Mapping, Sized
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sized
 from contextlib import ExitStack, contextmanager
 from typing import Protocol, runtime_checkable
 
@@ -204,6 +204,7 @@ def evaluate(
     progress: bool = True,
     method_name: str | None = None,
     conformal_alpha: float | None = DEFAULT_ALPHA,
+    on_episode: Callable[[int, Episode, EpisodeMetrics], None] | None = None,
 ) -> EvaluationSummary:
     """Evaluate one method or baseline on a stream of episodes.
 
@@ -217,6 +218,8 @@ def evaluate(
         method_name: Name in the summary; defaults to the method's ``name`` or its class name.
         conformal_alpha: Level of the per-episode leave-one-out prediction sets (coverage, set size,
             selective accuracy), or ``None`` to skip them (one extra adapt per support image).
+        on_episode: Called as ``on_episode(index, episode, metrics)`` after each episode (e.g.
+            :class:`medfew.suggest.EvaluationRecorder`, which keeps (task, configuration, score) records).
 
     Returns:
         The ``EvaluationSummary`` of all episodes.
@@ -250,6 +253,8 @@ def evaluate(
             metrics = run_episode(method_or_baseline, episode.to(target), name=name, index=index,
                                   conformal_alpha=conformal_alpha)
             results.append(metrics)
+            if on_episode is not None:
+                on_episode(index, episode, metrics)
             accuracy_sum += metrics.accuracy
             bar.set_postfix(accuracy=f"{accuracy_sum / len(results):.3f}")
     if not results:
