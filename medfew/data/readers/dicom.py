@@ -15,6 +15,7 @@ are scaled by their bit depth.
 from __future__ import annotations
 
 import logging
+import math
 import warnings
 from typing import Any
 
@@ -26,14 +27,15 @@ from pydicom.pixels.decoders.base import Decoder
 from pydicom.pixels.utils import get_expected_length
 from pydicom.uid import UID
 
-from medfew.data.readers.dicom_codecs import decode_failure, decoder_for
+from medfew.data.readers.dicom_codecs import check_compressed_frame, decode_failure, decoder_for
 from medfew.data.readers.dicom_groups import frame_view
 from medfew.data.readers.dicom_io import pixel_keyword, read_dataset
+from medfew.data.readers.failures import reading
 from medfew.data.readers.frames import FrameAccumulator, frame_index
 from medfew.data.readers.limits import check_dimensions
 from medfew.data.readers.options import ReadOptions
 from medfew.data.readers.source import Source
-from medfew.data.readers.window import Window, apply_window, scale_by_range, scale_min_max
+from medfew.data.readers.window import Window, apply_window, require_finite, scale_by_range, scale_min_max
 from medfew.errors import ImageReadError, MedfewError
 
 logger = logging.getLogger(__name__)
@@ -57,9 +59,18 @@ def read_dicom(source: Source, options: ReadOptions) -> np.ndarray:
         UnsupportedCompressionError: No installed decoder for the transfer syntax, or decoding failed.
         ImageTooLargeError: ``rows * cols * frames * samples`` above ``options.max_pixels``.
         ImageTooSmallError: A side below ``options.min_size``.
+
+    Any other failure on a malformed file (a palette without its lookup table, a broken Modality or
+    VOI LUT, a non-numeric or non-finite Rescale Slope, no finite pixel value) is an ``ImageReadError``
+    naming the step that failed.
     """
+    with reading(source.name, "malformed DICOM image"):
+        return _read_dicom(source, options)
+
+
+def _read_dicom(source: Source, options: ReadOptions) -> np.ndarray:
     name = source.name
-    ds = read_dataset(source)
+    ds = read_dataset(source, max_pixels=options.max_pixels)
     keyword = pixel_keyword(ds)
     if keyword is None:
         sop = ds.get("SOPClassUID") or ds.file_meta.get("MediaStorageSOPClassUID")
@@ -85,22 +96,26 @@ def read_dicom(source: Source, options: ReadOptions) -> np.ndarray:
         _check_native_length(ds, keyword, name)
 
     index = frame_index(options.frame, n_frames, name)
+    budget = {"n_frames": n_frames, "max_pixels": options.max_pixels}
     if index is not None:
-        values, colour = _frame_values(ds, decoder, index, name)
+        values, colour = _frame_values(ds, decoder, index, name, **budget)
         view = frame_view(ds, index)
     else:
         acc = FrameAccumulator(str(options.frame))
         colour = False
         for i in range(n_frames):
-            frame, colour = _frame_values(ds, decoder, i, name)
+            frame, colour = _frame_values(ds, decoder, i, name, **budget)
             acc.add(frame, name)
         values, view = acc.result(), frame_view(ds, 0)
 
+    require_finite(values, name)
     if colour:
         if options.window is not None:
-            warnings.warn(f"{name}: window ignored for a colour DICOM image", stacklevel=4)
-        return _colour_to_unit(values, ds).transpose(2, 0, 1)
-    out = _monochrome_to_unit(values, view, options.window, name)
+            warnings.warn(f"{name}: window ignored for a colour DICOM image", stacklevel=5)
+        with reading(name, "cannot scale the colour samples"):
+            return _colour_to_unit(values, ds).transpose(2, 0, 1)
+    with reading(name, "cannot apply the VOI LUT / window"):
+        out = _monochrome_to_unit(values, view, options.window, name)
     if str(ds.get("PhotometricInterpretation", "")).strip().upper() == "MONOCHROME1":
         out = 1.0 - out
     return out[None]
@@ -126,13 +141,19 @@ def _check_native_length(ds: Dataset, keyword: str, name: str) -> None:
         )
 
 
-def _frame_values(ds: Dataset, decoder: Decoder, index: int, name: str) -> tuple[np.ndarray, bool]:
+def _frame_values(
+    ds: Dataset, decoder: Decoder, index: int, name: str, *, n_frames: int, max_pixels: int
+) -> tuple[np.ndarray, bool]:
     """Decode frame ``index``; monochrome frames come back as Modality LUT output.
+
+    A compressed frame's own header is checked against the DICOM header and the budget first.
 
     Returns:
         ``(values, colour)``: float64 ``(H, W)`` modality values, or ``(H, W, 3)`` RGB samples when
         ``colour`` is true.
     """
+    if decoder.is_encapsulated:
+        check_compressed_frame(ds, index, n_frames=n_frames, max_pixels=max_pixels, name=name)
     try:
         arr, meta = decoder.as_array(ds, index=index)  # YBR_* -> RGB by default
     except MedfewError:
@@ -145,14 +166,38 @@ def _frame_values(ds: Dataset, decoder: Decoder, index: int, name: str) -> tuple
         str(meta.get("photometric_interpretation", ds.get("PhotometricInterpretation", ""))).strip().upper()
     )
     if photometric == "PALETTE COLOR":
-        return apply_color_lut(arr, ds).astype(np.float64), True
+        with reading(name, "cannot apply the palette colour lookup table"):
+            return apply_color_lut(arr, ds).astype(np.float64), True
     if arr.ndim == 3 or photometric not in _MONOCHROME:
         if arr.ndim != 3:
             raise ImageReadError(
-                name, f"unsupported photometric interpretation {photometric!r} for a single-sample image"
+                name, f"unsupported photometric interpretation {_short(photometric)} for a single-sample image"
             )
         return arr.astype(np.float64), True
-    return np.asarray(apply_modality_lut(arr, frame_view(ds, index)), dtype=np.float64), False
+    view = frame_view(ds, index)
+    _check_rescale(view, name)
+    with reading(name, "cannot apply the Modality LUT"):
+        return np.asarray(apply_modality_lut(arr, view), dtype=np.float64), False
+
+
+def _check_rescale(view: Dataset, name: str) -> None:
+    """Rescale Slope / Intercept must be finite numbers (NaN or inf would give a blank image)."""
+    for keyword in ("RescaleSlope", "RescaleIntercept"):
+        if keyword not in view:
+            continue
+        value = view[keyword].value
+        try:
+            number = float(_first(value))
+        except (TypeError, ValueError, OverflowError):
+            number = math.nan
+        if not math.isfinite(number):
+            raise ImageReadError(name, f"{keyword} {_short(value)} is not a finite number")
+
+
+def _short(value: Any) -> str:
+    """A length-bounded repr of an untrusted header value."""
+    text = str(value)
+    return repr(text if len(text) <= 40 else text[:40] + "...")
 
 
 def _colour_to_unit(rgb: np.ndarray, ds: Dataset) -> np.ndarray:

@@ -1,12 +1,37 @@
-"""Which installed decoder handles a DICOM transfer syntax, and which pip package to suggest when none does."""
+"""Which installed decoder handles a DICOM transfer syntax (and which pip package to suggest when none does),
+and the check of a compressed frame's own header against the DICOM header before it is decoded.
+
+pydicom logs the traceback of every plugin that fails to decode a frame (at ERROR) and then raises;
+medfew turns that into one ``UnsupportedCompressionError`` carrying the plugins' messages. Importing
+this module adds a filter to pydicom's loggers that keeps those tracebacks off the console unless
+the ``medfew`` logger is at DEBUG (``medfew -v``).
+"""
 
 from __future__ import annotations
 
+import logging
+
 import pydicom.uid as uids
+from pydicom.dataset import Dataset
+from pydicom.encaps import get_frame
 from pydicom.pixels.decoders.base import Decoder, get_decoder
 from pydicom.uid import UID
 
-from medfew.errors import UnsupportedCompressionError
+from medfew.data.readers.codestream import CodestreamError, check_rle_header, read_frame_header
+from medfew.data.readers.limits import check_dimensions
+from medfew.errors import ImageReadError, ImageTooLargeError, UnsupportedCompressionError
+
+
+class _TracebacksOnlyWhenVerbose(logging.Filter):
+    """Drop pydicom's records that carry a traceback unless the ``medfew`` logger is at DEBUG."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.exc_info or logging.getLogger("medfew").isEnabledFor(logging.DEBUG)
+
+
+_QUIET = _TracebacksOnlyWhenVerbose()
+for _logger_name in ("pydicom", "pydicom.pixels.decoders.base"):
+    logging.getLogger(_logger_name).addFilter(_QUIET)
 
 _LIBJPEG = "pylibjpeg-libjpeg"
 _OPENJPEG = "pylibjpeg-openjpeg"
@@ -78,9 +103,7 @@ def decoder_for(uid: str, name: str) -> Decoder:
     try:
         decoder = get_decoder(UID(uid))
     except (NotImplementedError, ValueError) as exc:
-        raise UnsupportedCompressionError(
-            name, f"cannot decode transfer syntax {label}: {package_hint(uid)}"
-        ) from exc
+        raise UnsupportedCompressionError(name, f"cannot decode transfer syntax {label}: {package_hint(uid)}") from exc
     if not decoder.is_available:
         missing = "; ".join(decoder.missing_dependencies) or "no plugin"
         raise UnsupportedCompressionError(
@@ -98,3 +121,77 @@ def decode_failure(uid: str, name: str, exc: BaseException) -> UnsupportedCompre
         f"could not decode {transfer_syntax_label(uid)} pixel data with the installed plugins ({detail}); "
         f"the data may be corrupt, or need another decoder: {package_hint(uid)}",
     )
+
+
+def check_compressed_frame(ds: Dataset, index: int, *, n_frames: int, max_pixels: int, name: str) -> None:
+    """Refuse compressed frame ``index`` unless its own header agrees with the DICOM header and the budget.
+
+    The decoder allocates what the codestream declares, so a frame whose JPEG / JPEG-LS / JPEG 2000
+    header announces more pixels than Rows x Columns (a decompression bomb) is refused here, before
+    any decoding. RLE frames get their segment table checked.
+
+    Args:
+        ds: The data set (encapsulated *Pixel Data*, ``file_meta.TransferSyntaxUID`` set).
+        index: The 0-based frame about to be decoded.
+        n_frames: Frames in the data set.
+        max_pixels: Largest accepted ``rows * cols * frames * samples``.
+        name: The file name, used in errors.
+
+    Raises:
+        ImageTooLargeError: The codestream declares more than ``max_pixels`` samples.
+        ImageReadError: Its size or component count differs from Rows / Columns / Samples per Pixel,
+            or the encapsulation cannot be split into frames.
+        UnsupportedCompressionError: Its header is missing or malformed (the data is corrupt).
+    """
+    uid = str(ds.file_meta.TransferSyntaxUID)
+    rows, cols = int(ds.Rows), int(ds.Columns)
+    samples = int(ds.get("SamplesPerPixel") or 1)
+    frame = _frame_bytes(ds, index, n_frames, name)
+    try:
+        if uid == uids.RLELossless:
+            check_rle_header(frame, samples * -(-int(ds.get("BitsAllocated") or 8) // 8))
+            return
+        header = read_frame_header(frame)
+        if header is None:
+            raise CodestreamError(
+                f"frame {index} starts with {frame[:4].hex(' ') or 'nothing'}, not a known codestream"
+            )
+    except CodestreamError as exc:
+        raise decode_failure(uid, name, exc) from exc
+    declared = f"{header.rows} x {header.cols} x {header.components} component(s)"
+    try:
+        check_dimensions(
+            name,
+            rows=header.rows,
+            cols=header.cols,
+            frames=n_frames,
+            samples=header.components,
+            max_pixels=max_pixels,
+            min_size=1,
+        )
+    except ImageTooLargeError as exc:
+        raise ImageTooLargeError(
+            name,
+            f"the {header.kind} codestream of frame {index} declares {declared}: {exc.reason}; refused before decoding",
+        ) from exc
+    if (header.rows, header.cols, header.components) != (rows, cols, samples):
+        raise ImageReadError(
+            name,
+            f"the {header.kind} codestream of frame {index} declares {declared}, but the DICOM header says "
+            f"{rows} x {cols} x {samples} sample(s): refused before decoding",
+        )
+
+
+def _frame_bytes(ds: Dataset, index: int, n_frames: int, name: str) -> bytes:
+    """The encapsulated bytes of frame ``index``, split as pydicom's decoders split them."""
+    extended = None
+    if "ExtendedOffsetTable" in ds and "ExtendedOffsetTableLengths" in ds:
+        extended = (ds.ExtendedOffsetTable, ds.ExtendedOffsetTableLengths)
+    try:
+        return get_frame(ds.PixelData, index, extended_offsets=extended, number_of_frames=n_frames)
+    except (ValueError, TypeError, KeyError, IndexError, EOFError) as exc:
+        detail = " ".join(str(exc).split())[:200]
+        raise ImageReadError(
+            name,
+            f"malformed encapsulated pixel data: cannot find frame {index} ({detail})",
+        ) from exc

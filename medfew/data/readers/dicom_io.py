@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import struct
+import zlib
 
 import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
+from medfew.data.readers.dicom_deflate import check_deflated_size
+from medfew.data.readers.limits import DEFAULT_MAX_PIXELS
 from medfew.data.readers.source import Source
 from medfew.errors import ImageReadError
 
@@ -16,12 +19,18 @@ PIXEL_KEYWORDS: tuple[str, ...] = ("PixelData", "FloatPixelData", "DoubleFloatPi
 """The three elements that can hold a DICOM image's pixels."""
 
 
-def read_dataset(source: Source, *, stop_before_pixels: bool = False) -> Dataset:
+def read_dataset(
+    source: Source, *, stop_before_pixels: bool = False, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> Dataset:
     """Parse a DICOM file (with or without the 128-byte preamble and file meta header).
+
+    A deflated data set is first inflated in bounded chunks and refused when it outgrows its own
+    header (:func:`~medfew.data.readers.dicom_deflate.check_deflated_size`), before pydicom inflates it.
 
     Args:
         source: The file.
         stop_before_pixels: Skip the pixel data (for metadata only).
+        max_pixels: The pixel budget a deflated data set's header must respect.
 
     Returns:
         The data set, its ``file_meta.TransferSyntaxUID`` always set (inferred from the encoding
@@ -29,7 +38,9 @@ def read_dataset(source: Source, *, stop_before_pixels: bool = False) -> Dataset
 
     Raises:
         ImageReadError: When the content cannot be parsed as DICOM.
+        ImageTooLargeError: A deflated data set that inflates beyond its header or the budget.
     """
+    check_deflated_size(source, max_pixels=max_pixels)
     try:
         with source.open() as fp:
             ds = pydicom.dcmread(fp, force=True, stop_before_pixels=stop_before_pixels)
@@ -42,6 +53,7 @@ def read_dataset(source: Source, *, stop_before_pixels: bool = False) -> Dataset
         KeyError,
         TypeError,
         OverflowError,
+        zlib.error,
     ) as exc:
         detail = " ".join(str(exc).split())[:200]
         raise ImageReadError(

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from medfew.data.readers.dicom import read_dicom
+from medfew.data.readers.failures import reading
 from medfew.data.readers.frames import FramePolicy
 from medfew.data.readers.limits import DEFAULT_MAX_PIXELS, DEFAULT_MIN_SIZE, check_dimensions
 from medfew.data.readers.npz import read_npz
@@ -105,7 +106,9 @@ def load_image_bytes(
 
 
 def _load(source: Source, options: ReadOptions) -> np.ndarray:
-    image = READERS[sniff_source(source)](source, options)
+    fmt = sniff_source(source)
+    with reading(source.name, f"cannot read the {fmt} file"):  # the readers' own errors pass unchanged
+        image = READERS[fmt](source, options)
     if image.ndim != 3 or image.shape[0] not in (1, 3):
         raise ImageReadError(source.name, f"decoded to an unexpected shape {image.shape}; expected (1 or 3, H, W)")
     # Readers that cannot see the final size in the header (EXIF rotation, volumes) are checked again here.

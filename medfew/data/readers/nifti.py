@@ -22,7 +22,7 @@ from medfew.data.readers.limits import check_dimensions
 from medfew.data.readers.options import ReadOptions
 from medfew.data.readers.sniff import is_gzip
 from medfew.data.readers.source import Source
-from medfew.data.readers.window import apply_window, scale_min_max
+from medfew.data.readers.window import apply_window, require_finite, scale_min_max
 from medfew.errors import ImageReadError
 
 _ERRORS = (OSError, EOFError, ValueError, TypeError, MemoryError)
@@ -82,6 +82,7 @@ def _read_file(path: Path, name: str, options: ReadOptions) -> np.ndarray:
     values = np.asarray(data).reshape(spatial)
     if values.ndim == 3:
         values = take_frame(values, options.frame, axis=-1, name=name)
+    require_finite(values, name)
     out = apply_window(values, options.window) if options.window is not None else scale_min_max(values)
     return out[None]
 

@@ -19,7 +19,7 @@ from medfew.data.readers.frames import take_frame
 from medfew.data.readers.limits import check_dimensions
 from medfew.data.readers.options import ReadOptions
 from medfew.data.readers.source import Source
-from medfew.data.readers.window import apply_window, scale_by_range, scale_min_max
+from medfew.data.readers.window import apply_window, require_finite, scale_by_range, scale_min_max
 from medfew.errors import ImageReadError
 
 _ERRORS = (OSError, EOFError, ValueError, zipfile.BadZipFile, KeyError)
@@ -66,8 +66,9 @@ def read_npz(source: Source, options: ReadOptions) -> np.ndarray:
         arr = take_frame(arr, options.frame, axis=-1, name=name)[None]
     elif layout == "hw":
         arr = arr[None]
-    out = _to_unit(arr, dtype, options)
-    return out
+    if dtype.kind == "f":
+        require_finite(arr, name)
+    return _to_unit(arr, dtype, options)
 
 
 def _peek(source: Source) -> tuple[tuple[int, ...], np.dtype, str]:

@@ -24,7 +24,7 @@ from medfew.data.readers.frames import FrameAccumulator, frame_index
 from medfew.data.readers.limits import check_dimensions
 from medfew.data.readers.options import ReadOptions
 from medfew.data.readers.source import Source
-from medfew.data.readers.window import scale_by_range, scale_min_max
+from medfew.data.readers.window import require_finite, scale_by_range, scale_min_max
 from medfew.errors import ImageReadError, ImageTooLargeError
 
 _TO_RGB = frozenset({"CMYK", "YCbCr", "LAB", "HSV", "RGBX"})
@@ -108,6 +108,7 @@ def _to_unit(page: Image.Image, original: Image.Image, name: str) -> np.ndarray:
         return (scale_by_range(arr, 2**bits - 1) if bits else scale_min_max(arr))[None]
     if mode == "F":
         arr = np.asarray(page, dtype=np.float64)
+        require_finite(arr, name)
         finite = arr[np.isfinite(arr)]
         inside = finite.size and finite.min() >= 0.0 and finite.max() <= 1.0
         return (scale_by_range(arr, 1.0) if inside else scale_min_max(arr))[None]

@@ -9,7 +9,7 @@ from types import MappingProxyType
 
 import numpy as np
 
-from medfew.errors import ConfigError
+from medfew.errors import ConfigError, ImageReadError
 
 
 @dataclass(frozen=True)
@@ -125,6 +125,20 @@ def scale_min_max(values: np.ndarray) -> np.ndarray:
     out = np.zeros_like(x) if hi <= lo else (x - lo) / (hi - lo)
     out[np.isposinf(x)] = 1.0
     return _clean(out)
+
+
+def require_finite(values: np.ndarray, name: str) -> None:
+    """Refuse an image without a single finite value (all NaN / inf would map to a blank image).
+
+    Args:
+        values: Modality values or samples, any shape.
+        name: The file name, used in the error.
+
+    Raises:
+        ImageReadError: When no value is finite.
+    """
+    if not np.isfinite(values).any():
+        raise ImageReadError(name, "no finite pixel value (all NaN or infinite): refused rather than shown blank")
 
 
 def scale_by_range(values: np.ndarray, high: float) -> np.ndarray:
