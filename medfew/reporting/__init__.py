@@ -1,4 +1,4 @@
-"""medfew.reporting: the diagnostic report (data) and its writers - JSON, PDF, DICOM Encapsulated PDF."""
+"""medfew.reporting: the diagnostic report (data) and its writers - JSON, PDF, DICOM (Encapsulated PDF, SR)."""
 
 from medfew.reporting.dicom_writer import render_dicom, write_dicom
 from medfew.reporting.json_writer import report_json, write_json
@@ -11,6 +11,7 @@ from medfew.reporting.report import (
     SupportSummary,
     build_report,
 )
+from medfew.reporting.sr_writer import render_sr, sr_dataset, write_sr
 
 __all__ = [
     "DISCLAIMER",
@@ -21,8 +22,11 @@ __all__ = [
     "build_report",
     "render_dicom",
     "render_pdf",
+    "render_sr",
     "report_json",
+    "sr_dataset",
     "write_dicom",
     "write_json",
     "write_pdf",
+    "write_sr",
 ]
