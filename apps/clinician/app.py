@@ -18,6 +18,7 @@ import pandas as pd
 import streamlit as st
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from library_panel import library_panel
 from workspace import LoadedModel, QueryOutcome, Workspace
 
 from medfew.data.readers import WINDOW_PRESETS
@@ -342,6 +343,7 @@ def main() -> None:
     workspace = model_sidebar()
     if workspace is None:
         return
+    library_panel(workspace)
     classes_step(workspace)
     support_step(workspace)
     adapt_step(workspace)

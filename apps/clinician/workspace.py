@@ -119,6 +119,8 @@ class Workspace:
         self.adapt_seconds: float | None = None
         self.model_key: object = None
         self.results_version = 0
+        self.on_step: Callable[[str], None] | None = None
+        """Called with ``"adapt"`` or ``"diagnose"`` after each (the app's audit trail)."""
 
     # ---------------------------------------------------------------- model
     def replace_session(self, session: DiagnosisSession) -> list[str]:
@@ -251,6 +253,8 @@ class Workspace:
         counts = self.session.support_counts()
         if min(counts.values()) >= 2:
             self.leave_one_out = self.session.leave_one_out(progress)  # read from adapt's scores when sets are on
+        if self.on_step is not None:
+            self.on_step("adapt")
 
     # ---------------------------------------------------------------- diagnose
     def diagnose(self, files: Sequence[Upload], *, window: str | None = None) -> list[str]:
@@ -272,6 +276,8 @@ class Workspace:
                                          thumbnail=thumbnail_png(prediction.image), overlay=overlay))
         self.outcomes = outcomes
         self.results_version += 1
+        if self.on_step is not None:
+            self.on_step("diagnose")
         return problems
 
     # ---------------------------------------------------------------- reports
