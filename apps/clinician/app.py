@@ -19,6 +19,7 @@ import streamlit as st
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from library_panel import library_panel
+from pacs_panel import pacs_panel
 from workspace import LoadedModel, QueryOutcome, Workspace
 
 from medfew.data.readers import WINDOW_PRESETS
@@ -349,6 +350,7 @@ def main() -> None:
     adapt_step(workspace)
     diagnose_step(workspace)
     report_step(workspace)
+    pacs_panel(workspace)
 
 
 main()
