@@ -202,3 +202,20 @@ def test_free_text_dicom_attributes_stay_out_of_reports_by_default(checkpoint: P
     assert opted_in.queries[0].clinical["Manufacturer"] == "Clinic of Dr Jane Roe"
     assert opted_in.queries[0].clinical["ImageType"] == ["ORIGINAL", "PRIMARY", "JOHNSMITH"]
     assert "PA SMITH" in pdf_text(write_pdf(opted_in, tmp_path / "full.pdf"))
+
+
+def test_pdf_has_page_numbers_aliases_input_size_and_training_data_once(diagnosed, tmp_path: Path) -> None:
+    from medfew.reporting import report_json
+    from medfew.reporting.report import training_domains
+
+    session, prediction, _ = diagnosed
+    report = build_report(session, [prediction, prediction])
+    text = " ".join(pdf_text(write_pdf(report, tmp_path / "r.pdf")).split())
+    alias = f"Q1-{prediction.image_sha256[:6]}"
+    assert report.queries[0].alias == alias and report.queries[1].alias.startswith("Q2-")
+    assert f"Query 1 ({alias}): predicted" in text and "medfew diagnostic report - page 1" in text
+    assert f"Input: {SIZE}x{SIZE} pixels, 3 channels" in text and "Trained on: stripes-synthetic" in text
+    assert json.loads(report_json(report))["queries"][0]["alias"] == alias
+    provenance = [{"name": n} for n in ("organamnist", "bloodmnist", "organamnist", "bloodmnist", "own-set")]
+    names, modalities = training_domains(provenance)
+    assert names == ("organamnist", "bloodmnist", "own-set") and len(modalities) == 2

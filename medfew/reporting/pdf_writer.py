@@ -16,9 +16,11 @@ from reportlab.lib import colors
 from reportlab.lib.pagesizes import A4
 from reportlab.lib.styles import getSampleStyleSheet
 from reportlab.lib.units import mm
+from reportlab.pdfgen.canvas import Canvas
 from reportlab.platypus import (
     Flowable,
     Image,
+    KeepTogether,
     Paragraph,
     SimpleDocTemplate,
     Spacer,
@@ -53,13 +55,15 @@ def _uncertain_text(query: QueryResult) -> str:
 def _query_section(index: int, query: QueryResult, styles, with_identifiers: bool,
                    calibrated: bool = False) -> list[Flowable]:
     body, small = styles["BodyText"], styles["Italic"]
-    parts: list[Flowable] = [_p(f"Query {index}: predicted {query.prediction}", styles["Heading2"])]
+    title = f"Query {index}" + (f" ({query.alias})" if query.alias else "")
+    parts: list[Flowable] = [_p(f"{title}: predicted {query.prediction}", styles["Heading2"])]
     if with_identifiers and query.identifiers:
         rows = [[_p(k, body), _p(v, body)] for k, v in sorted(query.identifiers.items())]
         parts += [_p("Patient / study identifiers", styles["Heading4"]),
                   Table(rows, colWidths=[50 * mm, 110 * mm], style=_GRID)]
     rows = [[_p("class", body), _p("calibrated probability" if calibrated else "probability", body)]]
-    rows += [[_p(c, body), _p(f"{p:.3f}", body)] for c, p in query.probabilities.items()]
+    ranked = sorted(query.probabilities.items(), key=lambda item: -item[1])
+    rows += [[_p(c, body), _p(f"{p:.3f}", body)] for c, p in ranked]
     parts.append(Table(rows, colWidths=[80 * mm, 40 * mm], style=_GRID))
     level = f" ({100 * query.set_confidence:g}%)" if query.set_confidence is not None else ""
     parts.append(_p(f"Prediction set{level}: {query.set_statement or '(not computed)'}.", body))
@@ -76,8 +80,7 @@ def _query_section(index: int, query: QueryResult, styles, with_identifiers: boo
             parts.append(_p("; ".join(f"{k}: {query.clinical[k]}" for k in keys), body))
     parts.append(_p(f"Image sha256: {query.image_sha256}", small))
     parts.append(_p(f"Clinician's note: {query.note or '(none)'}", body))
-    parts.append(Spacer(1, 6 * mm))
-    return parts
+    return [KeepTogether(parts), Spacer(1, 6 * mm)]  # a query's lines never start a page alone
 
 
 def render_pdf(report: DiagnosticReport) -> bytes:
@@ -91,7 +94,9 @@ def render_pdf(report: DiagnosticReport) -> bytes:
         _p("Model", styles["Heading3"]),
         _p(f"{report.model.name} - method {report.model.method}, backbone {report.model.backbone}", body),
         _p(f"Weights sha256: {report.model.weights_sha256 or '(in-memory model)'}", body),
-        _p(f"Training data: {', '.join(report.model.training_data) or '(not recorded)'}", body),
+        _p(f"Trained on: {', '.join(report.model.training_data) or '(not recorded)'}"
+           + (f" ({', '.join(report.model.training_modalities)})" if report.model.training_modalities else ""), body),
+        _p(f"Input: {report.model.input_size or '(not recorded)'}", body),
         _p(f"Calibration: {report.model.calibration_statement}", body),
         _p("Support set", styles["Heading3"]),
     ]
@@ -101,6 +106,8 @@ def render_pdf(report: DiagnosticReport) -> bytes:
     loo = report.support.leave_one_out_accuracy
     story.append(_p(
         "Leave-one-out accuracy of the support set: " + (f"{loo:.3f}" if loo is not None else "not computed"), body))
+    if report.support.leave_one_out_warning:
+        story.append(Paragraph(f"<b>{escape(report.support.leave_one_out_warning)}</b>", body))
     settings = report.settings
     if settings:
         alpha = settings.get("conformal_alpha")
@@ -120,8 +127,16 @@ def render_pdf(report: DiagnosticReport) -> bytes:
     buffer = io.BytesIO()
     doc = SimpleDocTemplate(buffer, pagesize=A4, title="medfew diagnostic report", author="medfew",
                             leftMargin=18 * mm, rightMargin=18 * mm, topMargin=15 * mm, bottomMargin=15 * mm)
-    doc.build(story)
+    doc.build(story, onFirstPage=_page_footer, onLaterPages=_page_footer)
     return buffer.getvalue()
+
+
+def _page_footer(canvas: Canvas, doc: SimpleDocTemplate) -> None:
+    """``medfew report - page N`` at the foot of every page."""
+    canvas.saveState()
+    canvas.setFont("Helvetica", 8)
+    canvas.drawRightString(A4[0] - 18 * mm, 8 * mm, f"medfew diagnostic report - page {doc.page}")
+    canvas.restoreState()
 
 
 def write_pdf(report: DiagnosticReport, path: str | Path) -> Path:

@@ -41,7 +41,9 @@ class ModelSummary:
         method: Method name (``protonet``, ``maml``, ...).
         backbone: Backbone name.
         weights_sha256: sha256 of the weights file ("" for an in-memory model).
-        training_data: Names of the datasets the model was meta-trained on.
+        training_data: Names of the datasets the model was meta-trained (and validated) on, each once.
+        training_modalities: Their imaging modalities in words, each once (catalogue datasets only).
+        input_size: What the model reads, e.g. ``"64x64 pixels, 3 channels"`` ("" when unknown).
         temperature: The model's logit temperature ``T`` (its calibration): the probabilities are
             ``softmax(logits / T)``; 1.0 means uncalibrated.
     """
@@ -51,6 +53,8 @@ class ModelSummary:
     backbone: str
     weights_sha256: str
     training_data: tuple[str, ...] = ()
+    training_modalities: tuple[str, ...] = ()
+    input_size: str = ""
     temperature: float = 1.0
 
     @property
@@ -71,12 +75,14 @@ class SupportSummary:
         counts: Class name -> number of scans.
         image_sha256: Class name -> sha256 of each scan's pixels (never file names).
         leave_one_out_accuracy: Leave-one-out accuracy of the support set, or ``None`` when not computed.
+        leave_one_out_warning: What a weak support set means and what to do, or ``None``.
     """
 
     classes: tuple[str, ...]
     counts: dict[str, int]
     image_sha256: dict[str, tuple[str, ...]]
     leave_one_out_accuracy: float | None = None
+    leave_one_out_warning: str | None = None
 
 
 @dataclass(frozen=True)
@@ -103,6 +109,7 @@ class QueryResult:
         set_note: Why there is no set, or why it holds every class; ``None`` otherwise.
         set_statement: The set and its coverage statement in words (``Prediction.set_statement``).
         uncertain_rule: ``"set"`` (the set holds other than one class) or ``"entropy"``.
+        alias: A short name a clinician can type, ``Q<n>-<first 6 hex of the pixels' sha256>``.
     """
 
     prediction: str
@@ -122,6 +129,7 @@ class QueryResult:
     set_note: str | None = None
     set_statement: str = ""
     uncertain_rule: str = "entropy"
+    alias: str = ""
 
 
 @dataclass(frozen=True)
@@ -154,6 +162,7 @@ class DiagnosticReport:
         queries = []
         for q in self.queries:
             entry: dict[str, Any] = {
+                "alias": q.alias,
                 "prediction": q.prediction,
                 "probabilities": dict(q.probabilities),
                 "prediction_set": None if q.prediction_set is None else list(q.prediction_set),
@@ -187,6 +196,8 @@ class DiagnosticReport:
                 "backbone": self.model.backbone,
                 "weights_sha256": self.model.weights_sha256,
                 "training_data": list(self.model.training_data),
+                "training_modalities": list(self.model.training_modalities),
+                "input_size": self.model.input_size,
                 "temperature": self.model.temperature,
                 "calibration": self.model.calibration_statement,
             },
@@ -195,6 +206,7 @@ class DiagnosticReport:
                 "counts": dict(self.support.counts),
                 "image_sha256": {k: list(v) for k, v in self.support.image_sha256.items()},
                 "leave_one_out_accuracy": self.support.leave_one_out_accuracy,
+                "leave_one_out_warning": self.support.leave_one_out_warning,
             },
             "settings": dict(self.settings),
             "include_identifiers": self.include_identifiers,
@@ -205,13 +217,34 @@ class DiagnosticReport:
 def model_summary(session: DiagnosisSession) -> ModelSummary:
     """The :class:`ModelSummary` of a session's model (from its checkpoint sidecar when it has one)."""
     info = session.info
+    prep = session.preprocessing
+    size = f"{prep.image_size}x{prep.image_size} pixels, {prep.channels} channel{'s' if prep.channels != 1 else ''}"
     if info is None:
         backbone = type(session.method.backbone).__name__
         return ModelSummary(name=f"{session.method.name}/in-memory", method=session.method.name,
-                            backbone=backbone, weights_sha256="", temperature=session.temperature)
-    names = tuple(str(d.get("name", "")) for d in info.data_provenance if isinstance(d, dict) and d.get("name"))
+                            backbone=backbone, weights_sha256="", temperature=session.temperature, input_size=size)
+    names, modalities = training_domains(info.data_provenance)
     return ModelSummary(name=info.name, method=info.method, backbone=info.backbone,
-                        weights_sha256=info.weights_sha256, training_data=names, temperature=session.temperature)
+                        weights_sha256=info.weights_sha256, training_data=names, training_modalities=modalities,
+                        input_size=size, temperature=session.temperature)
+
+
+def training_domains(data_provenance: Sequence[Any]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The dataset names of a checkpoint's data provenance, and their modalities, each listed once.
+
+    Args:
+        data_provenance: ``CheckpointInfo.data_provenance`` (one dict per pool: train and val splits).
+
+    Returns:
+        ``(names, modalities)`` in first-seen order; a name outside the catalogue adds no modality.
+    """
+    from medfew.data.catalog import dataset_info, is_catalog_name
+
+    names = tuple(dict.fromkeys(
+        str(d["name"]) for d in data_provenance if isinstance(d, dict) and isinstance(d.get("name"), str) and d["name"]
+    ))
+    modalities = tuple(dict.fromkeys(dataset_info(n).modality for n in names if is_catalog_name(n)))
+    return names, modalities
 
 
 def build_report(
@@ -240,7 +273,8 @@ def build_report(
         notes = [notes] * len(predictions)
     if len(notes) != len(predictions):
         raise ConfigError(f"got {len(notes)} notes for {len(predictions)} predictions; give one note or one per query")
-    queries = tuple(_query_result(p, note, include_identifiers) for p, note in zip(predictions, notes))
+    queries = tuple(_query_result(p, note, include_identifiers, alias=f"Q{i}-{p.image_sha256[:6]}")
+                    for i, (p, note) in enumerate(zip(predictions, notes), start=1))
     hashes: dict[str, list[str]] = {c: [] for c in session.class_names}
     for scan in session.support:
         hashes[scan.label].append(scan.sha256)
@@ -249,6 +283,7 @@ def build_report(
         counts=session.support_counts(),
         image_sha256={c: tuple(v) for c, v in hashes.items()},
         leave_one_out_accuracy=None if leave_one_out is None else leave_one_out.accuracy,
+        leave_one_out_warning=None if leave_one_out is None else leave_one_out.warning,
     )
     prep = session.preprocessing
     settings = {
@@ -262,7 +297,7 @@ def build_report(
                             queries=queries, include_identifiers=include_identifiers, settings=settings)
 
 
-def _query_result(prediction: Prediction, note: str, include_identifiers: bool) -> QueryResult:
+def _query_result(prediction: Prediction, note: str, include_identifiers: bool, *, alias: str) -> QueryResult:
     overlay = (
         None if prediction.saliency is None
         else saliency_overlay_png(prediction.model_input, prediction.saliency)
@@ -286,4 +321,5 @@ def _query_result(prediction: Prediction, note: str, include_identifiers: bool) 
         set_note=prediction.set_note,
         set_statement=prediction.set_statement,
         uncertain_rule=prediction.uncertain_rule,
+        alias=alias,
     )
