@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -186,3 +187,51 @@ def test_covid_folder_fully_decoded(data_root: Path) -> None:
 def test_missing_path(tmp_path: Path) -> None:
     with pytest.raises(DatasetNotFoundError, match=r"nope' is not an existing folder, \.csv or \.npz file, nor a catalogue name"):
         inspect_path(tmp_path / "nope")
+
+
+# --- entries that are not regular image files (issue 11) --------------------------------------------------
+
+
+def _add_unusable_entries(folder: Path) -> None:
+    """A broken link, a link loop, a FIFO, a folder named like an image, and three kinds of .npz."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "dangling.png").symlink_to(folder / "no_such_target.png")
+    (folder / "loop.dcm").symlink_to(folder / "loop.dcm")
+    os.mkfifo(folder / "pipe.dcm")
+    write_image(folder / "scan.png" / "inner.png")
+    np.savez(folder / "objects.npz", image=np.array([{"a": 1}, None], dtype=object))
+    np.savez(folder / "two.npz", a=np.zeros((16, 16)), b=np.zeros((16, 16)))
+    np.savez(folder / "single.npz", image=np.zeros((16, 16), dtype=np.uint8))
+
+
+UNUSABLE_REASONS = {
+    "dangling.png": "broken symbolic link: its target does not exist",
+    "loop.dcm": "symbolic link loop: it never reaches a file",
+    "pipe.dcm": "not a regular file: a FIFO (named pipe)",
+    "scan.png": "a folder named like an image file, not an image",
+}
+
+
+def test_flat_folder_lists_links_fifos_and_image_named_folders(tmp_path: Path) -> None:
+    write_image(tmp_path / "flat" / "good.png")
+    _add_unusable_entries(tmp_path / "flat")
+    report = inspect_path(tmp_path / "flat")  # the scan.png/ folder does not make it a class folder
+    assert report.kind == "flat_folder" and report.n_images == 1
+    problems = _problems(report)
+    for name, reason in UNUSABLE_REASONS.items():
+        assert problems[name] == reason
+    assert "holds Python objects (pickled): refused" in problems["objects.npz"]
+    assert "must hold exactly one array, found 2" in problems["two.npz"]
+    assert problems["single.npz"].startswith("a NumPy .npz array: dataset folders take image files")
+    assert len(problems) == 7
+
+
+def test_class_folder_lists_links_fifos_and_image_named_folders(tmp_path: Path) -> None:
+    write_image(tmp_path / "root" / "benign" / "good.png")
+    _add_unusable_entries(tmp_path / "root" / "malignant")
+    report = inspect_path(tmp_path / "root")
+    problems = _problems(report)
+    for name, reason in UNUSABLE_REASONS.items():
+        assert problems[f"malignant/{name}"] == reason
+    assert "holds Python objects (pickled): refused" in problems["malignant/objects.npz"]
+    assert "must hold exactly one array, found 2" in problems["malignant/two.npz"]

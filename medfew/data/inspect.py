@@ -15,6 +15,12 @@ subfolder a class; a folder without subfolders is a *flat* collection: ``classes
 images are only counted, by modality and size. Hidden files (``.DS_Store``, ``__MACOSX``) are skipped
 silently; files lying directly in a class-per-folder root are listed under ``ignored``.
 
+Entries that can never be images are problems too, never skipped silently: a broken symbolic link,
+a symbolic link loop, a FIFO, socket or device file (never opened: reading a FIFO would block), and a
+folder named like an image file (``scan.png/``), which does not make a class. An ``.npz`` among the
+images is reported with the real reason it cannot be used (e.g. an array of Python objects, which is
+never unpickled).
+
 Modality: the DICOM ``Modality`` (``CT``, ``MR``...) for DICOM files, the file format (``png``,
 ``jpeg``...) for raster files, and the catalogue's modality for MedMNIST.
 """
@@ -31,6 +37,7 @@ import numpy as np
 from PIL import Image
 
 from medfew.data.catalog import DatasetInfo, dataset_info, is_catalog_name, resolve_data_root
+from medfew.data.folder_entries import named_like_image, unusable_entries, unusable_entry
 from medfew.data.manifest import (
     IMAGE_FORMATS,
     Manifest,
@@ -203,7 +210,7 @@ def inspect_path(path: str | Path, *, data_root: str | Path | None = None, decod
         return _inspect_catalog(dataset_info(path), data_root, decode)
     p = Path(path).expanduser()
     if p.is_dir():
-        if any(child.is_dir() and not is_hidden(child) for child in p.iterdir()):
+        if any(child.is_dir() and not is_hidden(child) and not named_like_image(child) for child in p.iterdir()):
             manifest = manifest_from_folder(p)
             return _inspect_manifest(manifest, str(p), "class_folder", Path(manifest.source), decode)
         return _inspect_flat(p, decode)
@@ -296,8 +303,10 @@ def _inspect_npz(
 def _inspect_manifest(
     manifest: Manifest, shown: str, kind: str, base: Path, decode: bool, info: DatasetInfo | None = None
 ) -> InspectionReport:
-    problems = [(_rel(Path(p), base), r) for p, r in manifest.ignored if r != _ROOT_FILE]
+    problems = [(_rel(Path(p), base), _npz_reason(Path(p)) or r) for p, r in manifest.ignored if r != _ROOT_FILE]
     ignored = [(_rel(Path(p), base), r) for p, r in manifest.ignored if r == _ROOT_FILE]
+    if kind == "class_folder":
+        problems += [(_rel(p, base), r) for p, r in unusable_entries(base)]
     good: list[ManifestRow] = []
     modalities: Counter[str] = Counter()
     formats: Counter[str] = Counter()
@@ -347,7 +356,12 @@ def _inspect_flat(folder: Path, decode: bool) -> InspectionReport:
     modalities: Counter[str] = Counter()
     formats: Counter[str] = Counter()
     sizes: list[tuple[int, int]] = []
-    for path in sorted(p for p in folder.iterdir() if p.is_file() and not is_hidden(p)):
+    for path in sorted(p for p in folder.iterdir() if not is_hidden(p)):
+        reason = unusable_entry(path)
+        if reason is not None:
+            problems.append((path.name, reason))
+        if reason is not None or not path.is_file():
+            continue
         result = _check_file(path, decode)
         if isinstance(result, str):
             problems.append((path.name, result))
@@ -379,6 +393,8 @@ def _check_file(path: Path, decode: bool) -> tuple[str, str, tuple[int, int]] | 
         fmt = sniff_format(path)
     except ImageReadError as exc:
         return exc.reason
+    if fmt == "npz":
+        return _npz_reason(path) or "a NumPy .npz file, not an image"
     if fmt not in IMAGE_FORMATS:
         return f"a {fmt} file, not an image"
     try:
@@ -393,6 +409,23 @@ def _check_file(path: Path, decode: bool) -> tuple[str, str, tuple[int, int]] | 
     except Exception as exc:  # noqa: BLE001 - a decoder crash is a per-file problem, not a reason to stop
         return f"{type(exc).__name__}: {exc}"
     return fmt, modality, size
+
+
+def _npz_reason(path: Path) -> str | None:
+    """Why an ``.npz`` found among the images cannot be used (``None`` for another format).
+
+    Read with the image reader, which checks the array header first and never unpickles.
+    """
+    try:
+        if sniff_format(path) != "npz":
+            return None
+    except ImageReadError:
+        return None
+    try:
+        load_image(path)
+    except ImageReadError as exc:
+        return f"a NumPy .npz that is not a usable image: {exc.reason}"
+    return "a NumPy .npz array: dataset folders take image files (PNG, JPEG, TIFF, BMP, DICOM, NIfTI), not .npz"
 
 
 def _dicom_modality(path: Path) -> str:
@@ -426,7 +459,8 @@ def _header_size(path: Path, fmt: str) -> tuple[int, int]:
 
 
 def _rel(path: Path, base: Path) -> str:
+    """``path`` relative to ``base``; only its folder is resolved (a link is shown by its own name, a loop is fine)."""
     try:
-        return path.resolve().relative_to(base.resolve()).as_posix()
-    except ValueError:
+        return (path.parent.resolve() / path.name).relative_to(base.resolve()).as_posix()
+    except (ValueError, OSError, RuntimeError):
         return str(path)
