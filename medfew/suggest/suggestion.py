@@ -154,10 +154,11 @@ def load_support_folder(folder: str | Path, preprocessing: Preprocessing) -> tup
             images.append(preprocess_image(pixels, image_size=preprocessing.image_size, channels=preprocessing.channels))
             labels.append(manifest.label_index(row))
         except MedfewError as error:
-            problems.append(f"{row.path}: {str(error)[:200]}")
+            problems.append((str(row.path), getattr(error, "reason", str(error))[:200]))
     if problems:
-        more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
-        raise ImageReadError(f"{len(problems)} support file(s) could not be read: " + "; ".join(problems[:5]) + more)
+        (path, reason), rest = problems[0], problems[1:]
+        more = f"; {len(rest)} more unreadable support file(s): " + ", ".join(p for p, _ in rest[:5]) if rest else ""
+        raise ImageReadError(path, reason + more)
     counts = {name: labels.count(i) for i, name in enumerate(manifest.class_names)}
     if len(counts) < 2:
         raise SupportSetError(f"{folder}: a support set needs at least 2 class folders, got {list(counts)}")
