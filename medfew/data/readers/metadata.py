@@ -20,6 +20,7 @@ from pydicom.valuerep import PersonName
 
 from medfew.data.readers.dicom_groups import group_value
 from medfew.data.readers.dicom_io import read_dataset
+from medfew.data.readers.failures import reading
 from medfew.data.readers.sniff import sniff_source
 from medfew.data.readers.source import Source
 from medfew.errors import ImageReadError
@@ -196,7 +197,8 @@ def read_dicom_metadata(path: str | Path | bytes) -> DicomMetadata:
     if fmt != "dicom":
         raise ImageReadError(source.name, f"not a DICOM file (content is {fmt})")
     ds = read_dataset(source, stop_before_pixels=True)
-    return DicomMetadata(clinical=_clinical(ds), identifying=_identifying(ds))
+    with reading(source.name, "malformed DICOM header"):  # odd values must not escape as ValueError & co.
+        return DicomMetadata(clinical=_clinical(ds), identifying=_identifying(ds))
 
 
 def _clinical(ds: Dataset) -> dict[str, ClinicalValue]:
