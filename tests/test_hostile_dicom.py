@@ -139,6 +139,14 @@ def test_deflated_dicom_within_its_header_reads_as_before(tmp_path: Path) -> Non
     np.testing.assert_array_equal(load_image(path), reference)
 
 
+def test_deflated_dicom_larger_than_the_header_window_still_reads(tmp_path: Path) -> None:
+    frames = (np.arange(3 * 1024 * 1024, dtype=np.uint32) % 4096).astype(np.uint16).reshape(3, 1024, 1024)
+    path = tmp_path / "big_deflated.dcm"
+    path.write_bytes(deflated_dicom(dicom_dataset(frames, bits_stored=12)))  # 6 MiB of pixels, over the 4 MiB head
+    out = load_image(path, frame=-1)
+    assert out.shape == (1, 1024, 1024) and out.max() == 1.0
+
+
 @pytest.mark.parametrize(
     "where",
     ["trailing padding after the pixels", "pixel data longer than Rows x Columns"],
