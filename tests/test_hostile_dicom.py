@@ -408,3 +408,23 @@ def test_decoder_tracebacks_only_under_verbose(tmp_path: Path) -> None:
         command[:3] + ["-v"] + command[3:], capture_output=True, text=True, timeout=120, check=False
     )
     assert "Traceback" in verbose.stderr
+
+
+def test_app_zip_upload_refuses_the_bomb_by_name_and_keeps_the_rest(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The clinician app's own upload path (Workspace.add_uploads, as the Streamlit page calls it)."""
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "apps" / "clinician"))
+    from workspace import Workspace
+
+    from medfew.diagnosis import DiagnosisSession
+
+    workspace = Workspace(DiagnosisSession("default"))
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr(
+            "Rare/bomb.dcm",
+            deflated_dicom(dicom_dataset(), element_header(0xFFFC, 0xFFFC, b"OB", BOMB_BYTES), BOMB_BYTES),
+        )
+        archive.writestr("Normal/ok.dcm", deflated_dicom(dicom_dataset()))
+    problems = workspace.add_uploads([("cases.zip", buffer.getvalue())], None)
+    assert len(problems) == 1 and problems[0].startswith("cases.zip/Rare/bomb.dcm: deflated DICOM data set inflates")
+    assert [view.name for view in workspace.views] == ["cases.zip/Normal/ok.dcm"]
