@@ -10,6 +10,11 @@ The display pipeline of DICOM PS3.4 N.2, as a radiologist's viewer shows the ima
 
 Colour images (RGB, YBR_* converted to RGB by pydicom, PALETTE COLOR through its LUT) skip steps 2-4 and
 are scaled by their bit depth.
+
+Nothing costly runs on what a header merely claims: a deflated data set is inflated under a bound
+(:mod:`~medfew.data.readers.dicom_deflate`), each compressed frame's own header is checked against
+Rows / Columns and the pixel budget before decoding (:func:`~medfew.data.readers.dicom_codecs.check_compressed_frame`),
+and every failure of a step on a malformed file is an ``ImageReadError`` naming the file and the step.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ from pydicom.uid import UID
 from medfew.data.readers.dicom_codecs import check_compressed_frame, decode_failure, decoder_for
 from medfew.data.readers.dicom_groups import frame_view
 from medfew.data.readers.dicom_io import pixel_keyword, read_dataset
-from medfew.data.readers.failures import reading
+from medfew.data.readers.failures import describe, reading
 from medfew.data.readers.frames import FrameAccumulator, frame_index
 from medfew.data.readers.limits import check_dimensions
 from medfew.data.readers.options import ReadOptions
@@ -161,7 +166,7 @@ def _frame_values(
     except Exception as exc:  # plugins raise anything, RuntimeError to struct.error
         if decoder.is_encapsulated:
             raise decode_failure(str(ds.file_meta.TransferSyntaxUID), name, exc) from exc
-        raise ImageReadError(name, f"cannot decode DICOM pixel data ({' '.join(str(exc).split())[:200]})") from exc
+        raise ImageReadError(name, f"cannot decode DICOM pixel data ({describe(exc)})") from exc
     photometric = (
         str(meta.get("photometric_interpretation", ds.get("PhotometricInterpretation", ""))).strip().upper()
     )

@@ -64,6 +64,8 @@ def load_image(
             ``"middle"``, ``"first"``, ``"mean"``, ``"max"`` or an int index (negative from the end).
         max_pixels: Refuse images whose header announces more than this many samples
             (``rows * cols * frames * samples``), before decoding. Default :data:`DEFAULT_MAX_PIXELS` (``2**28``).
+            For DICOM the same budget bounds what is inflated (deflated data sets) and what each compressed
+            frame's own JPEG / JPEG-LS / JPEG 2000 header declares, which must also match Rows / Columns.
         min_size: Refuse images with a side shorter than this. Default 8.
 
     Returns:
