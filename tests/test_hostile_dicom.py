@@ -148,21 +148,28 @@ def test_deflated_dicom_larger_than_the_header_window_still_reads(tmp_path: Path
 
 
 @pytest.mark.parametrize(
-    "where",
-    ["trailing padding after the pixels", "pixel data longer than Rows x Columns"],
+    ("where", "reason"),
+    [
+        ("trailing padding after the pixels", r"inflates beyond [\d,]+ bytes, more than its header announces"),
+        ("pixel data longer than Rows x Columns", r"inflates beyond [\d,]+ bytes, more than its header announces"),
+        ("a huge element before the pixels", r"longer than 4,194,304 bytes without pixel data in them"),
+    ],
 )
-def test_deflate_bomb_is_refused_before_inflating(tmp_path: Path, where: str) -> None:
+def test_deflate_bomb_is_refused_before_inflating(tmp_path: Path, where: str, reason: str) -> None:
     ds = dicom_dataset()  # 16 x 16: 512 bytes of pixels
     if where.startswith("trailing"):
         tail = element_header(0xFFFC, 0xFFFC, b"OB", BOMB_BYTES)
-    else:
+    elif where.startswith("pixel"):
         del ds.PixelData
         tail = element_header(0x7FE0, 0x0010, b"OW", BOMB_BYTES)
+    else:
+        del ds.PixelData
+        tail = element_header(0x7FDF, 0x1010, b"OB", BOMB_BYTES)  # (the pixels would follow it)
     data = deflated_dicom(ds, tail, BOMB_BYTES)
     assert len(data) < BOMB_BYTES // 200  # a few tens of KB that would inflate to 16 MiB
     path = tmp_path / "bomb.dcm"
     path.write_bytes(data)
-    with pytest.raises(ImageTooLargeError, match=r"bomb\.dcm: deflated DICOM data set inflates beyond [\d,]+ bytes"):
+    with pytest.raises(ImageTooLargeError, match=rf"bomb\.dcm: deflated DICOM data set {reason}"):
         load_image(path)
     with pytest.raises(ImageTooLargeError, match=r"upload\.dcm: deflated DICOM"):
         load_image_bytes(data, "upload.dcm")

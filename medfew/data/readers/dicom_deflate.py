@@ -14,6 +14,7 @@ from __future__ import annotations
 import io
 import zlib
 from collections.abc import Iterator
+from itertools import chain
 from typing import BinaryIO
 
 from pydicom.dataset import Dataset
@@ -62,7 +63,7 @@ def check_deflated_size(source: Source, *, max_pixels: int) -> None:
             return  # the whole data set fits in the head: small enough
         allowed = _allowed_size(bytes(head), source.name, max_pixels)
         total = len(head)
-        for chunk in chunks:
+        for chunk in chain([b""], chunks):
             total += len(chunk)
             if total > allowed:
                 raise ImageTooLargeError(
