@@ -83,7 +83,8 @@ class Clinician:
         return [m for m in self.texts("markdown") if m.startswith("**") and m.endswith(("scan", "scans"))]
 
     def report(self) -> dict[str, bytes]:
-        return self.at.session_state["report_files"][1]
+        identifiers = bool(self.at.session_state["include_identifiers"])  # what a click would generate now
+        return self.at.session_state["workspace"].report_files(include_identifiers=identifiers)
 
 
 @pytest.fixture
@@ -110,7 +111,10 @@ def test_flow_upload_label_adapt_diagnose_report(labelled: Clinician, data_root:
     titles = [s for s in user.texts("subheader") if ": " in s]
     assert [t.split(":")[0] for t in titles] == [query[0][0], "query.dcm"]
     assert all(t.split(": ")[1].split(" (")[0] in CLASSES for t in titles)
-    assert len(user.at.get("vega_lite_chart")) == 2  # one probability chart per scan
+    bars = [b for b in user.at.get("progress") if ": " in b.proto.text and b.proto.text.endswith("%")]
+    assert len(bars) == 2 * len(CLASSES)  # one bar per class per scan, on the same 0-100% scale
+    first = [float(b.proto.text.rsplit(": ", 1)[1][:-1]) for b in bars[:len(CLASSES)]]
+    assert first == sorted(first, reverse=True) and sum(first) == pytest.approx(100, abs=0.2)
     sets = [m for m in user.texts("markdown") if m.startswith("**Prediction set (90%)**: ")]
     assert len(sets) == 2 and all(set(m.split(": ", 1)[1].split(" or ")) == set(CLASSES) for m in sets)
     assert sum(c.startswith("The true class is in this set in at least 90% of cases if the support scans are "
@@ -155,13 +159,18 @@ def test_dicom_report_files_into_the_query_study(labelled: Clinician) -> None:
 def test_bad_uploads_are_named_and_the_rest_is_kept(data_root: Path) -> None:
     user = Clinician().add_class("Pneumocystis")
     good = scans(data_root, "Pneumocystis", 2)
-    bad = [("notes.png", b"not an image at all", "image/png"), ("empty.dcm", b"", "application/dicom")]
+    malformed = io.BytesIO()  # a DICOM whose rescale slope is text: must not sink the files after it
+    dicom_dataset(np.zeros((16, 16), np.uint16), RescaleSlope="7.25", RescaleIntercept="0").save_as(
+        malformed, enforce_file_format=True)
+    malformed = io.BytesIO(malformed.getvalue().replace(b"7.25", b"abc "))
+    bad = [("notes.png", b"not an image at all", "image/png"), ("empty.dcm", b"", "application/dicom"),
+           ("slope.dcm", malformed.getvalue(), "application/dicom")]
     user.upload_support([good[0], *bad, good[1]], "Pneumocystis")
     errors = user.texts("error")
-    assert len(errors) == 2
+    assert len(errors) == 3
     assert errors[0].startswith("notes.png: ") and "not a recognised image format" in errors[0]
-    assert errors[1].startswith("empty.dcm: ")
-    assert user.counts() == ["**Pneumocystis**: 2 scans"]
+    assert errors[1].startswith("empty.dcm: ") and errors[2].startswith("slope.dcm: ")
+    assert user.counts() == ["**Pneumocystis**: 2 scans"]  # both good scans, the one after the bad ones too
 
 
 def test_adapt_explains_why_it_is_disabled(data_root: Path) -> None:

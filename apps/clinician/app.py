@@ -12,20 +12,30 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-import pandas as pd
 import streamlit as st
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from library_panel import library_panel
 from pacs_panel import pacs_panel
+from suggest_panel import suggest_sidebar
 from workspace import LoadedModel, QueryOutcome, Workspace
 
 from medfew.data.readers import WINDOW_PRESETS
-from medfew.diagnosis import DEFAULT_ALPHA, OOD_FACTOR, SALIENCY_CAVEAT, UNCERTAIN_THRESHOLD, Prediction, join_classes
+from medfew.diagnosis import (
+    DEFAULT_ALPHA,
+    OOD_FACTOR,
+    SALIENCY_CAVEAT,
+    UNCERTAIN_THRESHOLD,
+    Prediction,
+    join_classes,
+)
 from medfew.errors import MedfewError
 from medfew.reporting import DISCLAIMER
+from medfew.reporting.report import training_domains
 from medfew.training.checkpoint import load_checkpoint
 
 DEFAULT_CHECKPOINT = os.environ.get("MEDFEW_APP_CHECKPOINT", "default")
@@ -73,10 +83,16 @@ def model_sidebar() -> Workspace | None:
                          help="Calibrated by leave-one-out on your support scans; a scan is uncertain when its set "
                               "holds more than one class (or none). Needs two or more scans per class.")
         alpha = SET_LEVELS[level]
-        uncertain = st.slider("Without a prediction set: uncertain when the normalised entropy exceeds", 0.05, 0.95,
-                              UNCERTAIN_THRESHOLD, 0.05, key="uncertain_threshold")
-        ood = st.slider("Out of distribution beyond this many support radii", 1.0, 5.0, OOD_FACTOR, 0.25,
-                        key="ood_factor")
+        uncertain = st.slider("Flag a scan as uncertain when its scores are this evenly spread", 0.05, 0.95,
+                              UNCERTAIN_THRESHOLD, 0.05, key="uncertain_threshold",
+                              help="Used only when there is no prediction set. 0: never spread, 1: equal scores for "
+                                   "every class. Technically: the normalised entropy of the calibrated "
+                                   "probabilities.")
+        ood = st.slider("Flag a scan as unlike the labelled scans when it is this many times farther away than "
+                        "they are from each other", 1.0, 5.0, OOD_FACTOR, 0.25, key="ood_factor",
+                        help="Lower flags more scans. Technically: the out-of-distribution factor, in support radii "
+                             "(distance to the nearest class mean over that class's spread, in the model's "
+                             "feature space).")
         st.header("Privacy")
         st.checkbox("Include patient identifiers in the PDF and JSON reports", key="include_identifiers",
                     help="Off by default: reports then carry no patient name, id, birth date, accession "
@@ -92,9 +108,11 @@ def model_sidebar() -> Workspace | None:
         info = model.info
         calibration = (f"probabilities calibrated with temperature T = {info.temperature:.3g}" if info.temperature != 1.0
                        else "probabilities not calibrated (no temperature in the checkpoint)")
-        st.caption(f"**{info.method}** on **{info.backbone}**, {info.preprocessing.image_size}x"
-                   f"{info.preprocessing.image_size}x{info.preprocessing.channels}, weights "
-                   f"`{info.weights_sha256[:12]}`; {calibration}")
+        names, modalities = training_domains(info.data_provenance)
+        trained = ", ".join(modalities) or ", ".join(names) or "not recorded"
+        st.caption(f"**{info.method}** on **{info.backbone}**, weights `{info.weights_sha256[:12]}`; {calibration}")
+        st.info(f"This model reads scans at **{info.preprocessing.image_size}x{info.preprocessing.image_size} pixels** "
+                f"and was trained on **{trained}**. Scans of another modality work, but less reliably.")
     key = (checkpoint, info.weights_sha256, uncertain, ood, alpha)
     workspace: Workspace | None = st.session_state.get("workspace")
     if workspace is None:
@@ -216,6 +234,8 @@ def adapt_step(workspace: Workspace) -> None:
             st.markdown(f"**Leave-one-out**: {loo.correct} of {loo.total} support scans are predicted as their own "
                         f"class from the others ({100 * loo.accuracy:.0f}%; {per_class}). A low figure means the "
                         "classes look alike to the model, or a scan is mislabelled.")
+            if loo.warning:
+                st.warning(loo.warning)
     elif workspace.adapt_seconds is not None:
         st.warning("The support set changed since the last Adapt: click Adapt again.")
 
@@ -241,18 +261,21 @@ def diagnose_step(workspace: Workspace) -> None:
         st.info("Upload the scans to diagnose.")
     show_problems("query_problems")
     for index, outcome in enumerate(workspace.outcomes):
-        outcome_card(index, outcome, workspace.results_version)
+        outcome_card(workspace, index, outcome, workspace.results_version)
 
 
-def outcome_card(index: int, outcome: QueryOutcome, version: int) -> None:
-    """Prediction, probability chart, flags, saliency and note of one diagnosed scan."""
+def outcome_card(workspace: Workspace, index: int, outcome: QueryOutcome, version: int) -> None:
+    """Prediction, probabilities, flags, saliency and note of one diagnosed scan."""
     p = outcome.prediction
+    alias = f"Q{index + 1}-{p.image_sha256[:6]}"
     with st.container(border=True):
         st.subheader(f"{outcome.name}: {p.predicted} ({100 * p.probabilities[p.predicted]:.0f}%)")
+        st.caption(f"In the report: {alias}")
         scan, chart, saliency = st.columns([1, 2, 1])
         scan.image(outcome.thumbnail, caption="Scan", width="stretch")
-        probabilities = pd.DataFrame({"class": list(p.probabilities), "probability": list(p.probabilities.values())})
-        chart.bar_chart(probabilities, x="class", y="probability", horizontal=True, height=60 + 30 * len(probabilities))
+        with chart:  # one bar per class on the same 0-100% scale, most probable first, value printed
+            for name, value in sorted(p.probabilities.items(), key=lambda item: -item[1]):
+                st.progress(min(max(value, 0.0), 1.0), text=f"{name}: {100 * value:.1f}%")
         chart.caption(f"Calibrated probabilities (temperature T = {p.temperature:.3g})" if p.temperature != 1.0
                       else "Probabilities (this model is not calibrated)")
         if outcome.overlay is not None:
@@ -267,7 +290,15 @@ def outcome_card(index: int, outcome: QueryOutcome, version: int) -> None:
                        "none of the classes covers, or come from another modality or protocol.")
         elif p.out_of_distribution is None:
             st.caption("No out-of-distribution check: this model has no embedding space.")
-        st.text_area("Clinician's note (goes into the report)", key=f"note_{version}_{index}")
+        key = f"note_{version}_{index}"
+        st.text_area("Clinician's note (goes into the report)", key=key, on_change=keep_note,
+                     args=(workspace, index, key))
+        workspace.set_note(index, st.session_state.get(key, ""))
+
+
+def keep_note(workspace: Workspace, index: int, key: str) -> None:
+    """Callback of a note box: the workspace holds the note the moment the box commits it."""
+    workspace.set_note(index, st.session_state.get(key, ""))
 
 
 def prediction_set_lines(p: Prediction) -> None:
@@ -296,34 +327,32 @@ def uncertain_text(p: Prediction) -> str:
 
 
 # ------------------------------------------------------------------------------------ 5. report
+def on_click_file(workspace: Workspace, build: Callable[..., bytes], *args: Any, **kwargs: Any) -> Callable[[], bytes]:
+    """Download data generated on click, once the note just typed has reached the workspace (never left out)."""
+    return lambda: workspace.settled(lambda: build(*args, **kwargs))
+
+
 def report_step(workspace: Workspace) -> None:
     st.header("5. Report")
     if not workspace.outcomes:
         st.info("Diagnose at least one scan to build a report.")
         return
-    version = workspace.results_version
-    notes = [st.session_state.get(f"note_{version}_{i}", "") for i in range(len(workspace.outcomes))]
     identifiers = bool(st.session_state.get("include_identifiers", False))
-    key = (version, tuple(notes), identifiers)
-    cached = st.session_state.get("report_files")
-    if cached is None or cached[0] != key:
-        with st.spinner("Rendering the report..."):
-            cached = (key, workspace.report_files(notes, include_identifiers=identifiers))
-        st.session_state["report_files"] = cached
-    files = cached[1]
-    noted = sum(bool(n.strip()) for n in notes)
-    st.caption(f"Clinician's notes in the report: {noted} of {len(notes)} scans.")
+    noted = sum(bool(n.strip()) for n in workspace.notes)
+    st.caption(f"Clinician's notes in the report: {noted} of {len(workspace.notes)} scans.")
     pdf, data, dicom = st.columns(3)
-    pdf.download_button("Download PDF report", data=files["pdf"], file_name="medfew-report.pdf",
-                        mime="application/pdf", key="download_pdf", on_click="ignore", type="primary")
-    data.download_button("Download JSON report", data=files["json"], file_name="medfew-report.json",
-                         mime="application/json", key="download_json", on_click="ignore")
+    pdf.download_button("Download PDF report", key="download_pdf", on_click="ignore", type="primary",
+                        data=on_click_file(workspace, workspace.report_file, "pdf", include_identifiers=identifiers),
+                        file_name="medfew-report.pdf", mime="application/pdf")
+    data.download_button("Download JSON report", key="download_json", on_click="ignore",
+                         data=on_click_file(workspace, workspace.report_file, "json", include_identifiers=identifiers),
+                         file_name="medfew-report.json", mime="application/json")
     with dicom:
         for index, outcome in enumerate(workspace.outcomes):
             if outcome.is_dicom:
                 st.download_button(
                     f"Download DICOM report ({outcome.name})",
-                    data=lambda i=index: workspace.dicom_report(i, notes, include_identifiers=identifiers),
+                    data=on_click_file(workspace, workspace.dicom_report, index, include_identifiers=identifiers),
                     file_name=f"medfew-report-{index + 1}.dcm", mime="application/dicom",
                     key=f"download_dicom_{index}", on_click="ignore",
                 )
@@ -344,12 +373,22 @@ def main() -> None:
     workspace = model_sidebar()
     if workspace is None:
         return
+    workspace.idle.clear()
+    try:
+        steps(workspace)
+    finally:
+        workspace.idle.set()
+
+
+def steps(workspace: Workspace) -> None:
+    """The page's panels and steps, in order."""
     library_panel(workspace)
     classes_step(workspace)
     support_step(workspace)
     adapt_step(workspace)
     diagnose_step(workspace)
     report_step(workspace)
+    suggest_sidebar(workspace)
     pacs_panel(workspace)
 
 

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import copy
 import itertools
+import logging
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from medfew.diagnosis import (
     DEFAULT_ALPHA,
@@ -33,6 +36,7 @@ from medfew.reporting import (
     report_json,
 )
 from medfew.reporting.images import saliency_overlay_png, thumbnail_png
+from medfew.suggest import with_options
 from medfew.training.checkpoint import CheckpointInfo
 
 Upload = tuple[str, bytes]
@@ -118,7 +122,13 @@ class Workspace:
         self.leave_one_out: LeaveOneOutResult | None = None
         self.adapt_seconds: float | None = None
         self.model_key: object = None
+        self.method_options: dict[str, Any] = {}
         self.results_version = 0
+        self.notes: list[str] = []
+        """The clinician's note of each diagnosed query (same order as :attr:`outcomes`)."""
+        self.idle = threading.Event()
+        """Set while no script run of this browser session is in progress (see :meth:`settled`)."""
+        self.idle.set()
         self.on_step: Callable[[str], None] | None = None
         """Called with ``"adapt"`` or ``"diagnose"`` after each (the app's audit trail)."""
 
@@ -131,6 +141,7 @@ class Workspace:
         """
         old, views = self.session, self.views
         self.session, self.views, self.outcomes = session, [], []
+        self.method_options = {}
         self.leave_one_out, self.adapt_seconds = None, None
         for name in old.class_names:
             session.add_class(name)
@@ -141,6 +152,22 @@ class Workspace:
                 self.views.append(view)
             except MedfewError as exc:
                 problems.append(f"{view.name}: {exc}")
+        return problems
+
+    def apply_method_options(self, options: dict[str, Any]) -> list[str]:
+        """Use the checkpoint's model with test-time method options (``{}``: its own settings), e.g. a
+        suggestion; classes and scans carry over, results are dropped (adapt again).
+
+        Returns:
+            Messages for scans the rebuilt model could not take.
+        """
+        old = self.session
+        saved = old.info.method_hparams if old.info is not None else {}
+        method = with_options(old.method, {**saved, **options})
+        problems = self.replace_session(DiagnosisSession.from_method(
+            method, old.preprocessing, info=old.info, uncertain_threshold=old.uncertain_threshold,
+            ood_factor=old.ood_factor, device=str(old.device), alpha=old.alpha))
+        self.method_options = dict(options)
         return problems
 
     # ---------------------------------------------------------------- classes
@@ -197,6 +224,8 @@ class Workspace:
             self.session.add_support(loaded, label)
         except MedfewError as exc:
             return [f"{name}: {_reason(exc)}"]
+        except Exception as exc:  # noqa: BLE001 - one bad upload never loses the rest of the batch
+            return [_unexpected(name, exc)]
         self.views.append(ScanView(id=next(_ids), name=name, thumbnail=thumbnail_png(loaded.pixels), loaded=loaded))
         self._support_changed()
         return []
@@ -270,39 +299,75 @@ class Workspace:
             except MedfewError as exc:
                 problems.append(f"{name}: {_reason(exc)}")
                 continue
+            except Exception as exc:  # noqa: BLE001 - one bad upload never loses the rest of the batch
+                problems.append(_unexpected(name, exc))
+                continue
             overlay = (None if prediction.saliency is None
                        else saliency_overlay_png(prediction.model_input, prediction.saliency))
             outcomes.append(QueryOutcome(name=name, data=data, prediction=prediction,
                                          thumbnail=thumbnail_png(prediction.image), overlay=overlay))
         self.outcomes = outcomes
+        self.notes = [""] * len(outcomes)
         self.results_version += 1
         if self.on_step is not None:
             self.on_step("diagnose")
         return problems
 
     # ---------------------------------------------------------------- reports
-    def report(self, notes: Sequence[str], *, include_identifiers: bool = False,
+    def set_note(self, index: int, text: str) -> None:
+        """Keep the clinician's note of diagnosed query ``index`` (it goes into every report)."""
+        if 0 <= index < len(self.notes):
+            self.notes[index] = str(text or "")
+
+    def report(self, notes: Sequence[str] | None = None, *, include_identifiers: bool = False,
                only: int | None = None) -> DiagnosticReport:
-        """The report of the diagnosed queries (or of query ``only``), with one note per query."""
+        """The report of the diagnosed queries (or of query ``only``), with one note per query
+        (default: the notes kept by :meth:`set_note`)."""
+        notes = self.notes if notes is None else notes
         indices = range(len(self.outcomes)) if only is None else [only]
         return build_report(
             self.session, [self.outcomes[i].prediction for i in indices], notes=[notes[i] for i in indices],
             include_identifiers=include_identifiers, leave_one_out=self.leave_one_out,
         )
 
-    def report_files(self, notes: Sequence[str], *, include_identifiers: bool = False) -> dict[str, bytes]:
+    def report_files(self, notes: Sequence[str] | None = None, *,
+                     include_identifiers: bool = False) -> dict[str, bytes]:
         """``{"pdf": ..., "json": ...}`` bytes of the report of every diagnosed query."""
         report = self.report(notes, include_identifiers=include_identifiers)
         return {"pdf": render_pdf(report), "json": report_json(report).encode("utf-8")}
 
-    def dicom_report(self, index: int, notes: Sequence[str], *, include_identifiers: bool = False) -> bytes:
+    def report_file(self, kind: str, *, include_identifiers: bool = False) -> bytes:
+        """The ``"pdf"`` or ``"json"`` report of every diagnosed query, with the notes as they are now."""
+        report = self.report(include_identifiers=include_identifiers)
+        return render_pdf(report) if kind == "pdf" else report_json(report).encode("utf-8")
+
+    def dicom_report(self, index: int, notes: Sequence[str] | None = None, *,
+                     include_identifiers: bool = False) -> bytes:
         """A DICOM Encapsulated PDF of query ``index`` filed into that scan's study (carries identifiers)."""
         report = self.report(notes, include_identifiers=include_identifiers, only=index)
         return render_dicom(report, self.outcomes[index].data)
 
+    def settled(self, build: Callable[[], bytes], *, grace_s: float = 0.5, timeout_s: float = 30.0) -> bytes:
+        """``build()`` once the browser's last edit has reached this workspace.
+
+        A download generated on click can race the rerun that commits a just-typed note (the text box
+        commits when it loses focus, i.e. on that same click). Waiting ``grace_s`` for that rerun to
+        start and then for the session to be idle means the note is never left out of the file.
+        """
+        self.idle.wait(timeout_s)
+        time.sleep(grace_s)
+        self.idle.wait(timeout_s)
+        return build()
+
 
 def _is_zip(name: str, data: bytes) -> bool:
     return name.lower().endswith(".zip") or data[:4] == b"PK\x03\x04"
+
+
+def _unexpected(name: str, exc: Exception) -> str:
+    """The message of an error no reader anticipated (its details go to the log, not the page)."""
+    logging.getLogger(__name__).debug("unexpected error on %s", name, exc_info=exc)
+    return f"{name}: could not be used ({type(exc).__name__}); the other files were kept"
 
 
 def _reason(exc: MedfewError) -> str:
