@@ -162,7 +162,7 @@ def test_clinician_path_in_chromium(browser, app_url: str, data_root: Path) -> N
 
     page.get_by_role("button", name="Adapt").click()
     page.get_by_text("Adapted to 3 classes from 8 scans").wait_for()
-    page.get_by_text("Leave-one-out").wait_for()
+    page.get_by_text("support scans are predicted as their own class").wait_for()
     wait_idle(page)
     shot("4-adapted")
 
