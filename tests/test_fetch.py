@@ -187,7 +187,7 @@ def test_other_sizes_are_refused(size: object, tmp_path: Path) -> None:
 
 
 def test_unknown_or_unfetchable_names_are_refused_before_any_download(tmp_path: Path) -> None:
-    with pytest.raises(RegistryError, match=r"unknown dataset 'bloodmnst'\. Did you mean 'bloodmnist'"):
+    with pytest.raises(RegistryError, match=r"unknown dataset 'bloodmnst' \(did you mean 'bloodmnist'\?\)"):
         fetch_datasets(["breastmnist", "bloodmnst"], data_root=tmp_path, base_url=UNREACHABLE)
     with pytest.raises(DatasetNotFoundError, match=r"'covid_chestxray_rare' \(folder_csv\) cannot be downloaded by medfew.*covid_chestxray_ieee8023_rare"):
         fetch_datasets(["covid_chestxray_rare"], data_root=tmp_path)

@@ -16,7 +16,6 @@ Where the manifests are found, first match wins:
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import json
 import os
@@ -27,7 +26,13 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from medfew.errors import DatasetNotFoundError, ManifestError, MedfewError, RegistryError
+from medfew.errors import (
+    DatasetNotFoundError,
+    ManifestError,
+    MedfewError,
+    RegistryError,
+)
+from medfew.messages import close_match_hint, short_repr
 
 DATA_ROOT_ENV = "MEDFEW_DATA_ROOT"
 MANIFEST_DIR_ENV = "MEDFEW_MANIFEST_DIR"
@@ -210,9 +215,9 @@ def dataset_info(name: str) -> DatasetInfo:
     known = list_datasets()
     key = str(name).strip().lower()
     if key not in known:
-        close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise RegistryError(f"unknown dataset {name!r}.{hint} Known datasets: {', '.join(known)}")
+        raise RegistryError(
+            f"unknown dataset {short_repr(name)}{close_match_hint(key, known)}; known datasets: {', '.join(known)}"
+        )
     path = manifest_dir() / f"{key}.json"
     return _load_info(path, path.stat().st_mtime_ns)
 

@@ -18,7 +18,6 @@ Group values (patient ids) are never quoted in error messages: the rows are name
 from __future__ import annotations
 
 import csv
-import difflib
 import os
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -28,6 +27,7 @@ from pathlib import Path
 from medfew.data.catalog import DatasetInfo, dataset_info, resolve_data_root
 from medfew.data.readers import sniff_format
 from medfew.errors import DatasetNotFoundError, ImageReadError, ManifestError
+from medfew.messages import close_match_hint, short_repr
 
 SPLITS = ("train", "val", "test")
 CSV_REQUIRED_COLUMNS = ("path", "label")
@@ -366,9 +366,8 @@ def _finish(
             problem(row, "empty label")
             continue
         if known is not None and row.label not in known:
-            close = difflib.get_close_matches(row.label, known, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            problem(row, f"unknown label {row.label!r}{hint}; known labels: {list(known)}")
+            problem(row, f"unknown label {short_repr(row.label)}{close_match_hint(row.label, known)}; "
+                         f"known labels: {list(known)}")
             continue
         if row.split is not None and row.split not in SPLITS:
             problem(row, f"unknown split {row.split!r}; expected one of {list(SPLITS)} or empty")
