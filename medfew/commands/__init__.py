@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 import importlib
 
+__all__ = ["COMMAND_MODULES", "register_all"]
+
 COMMAND_MODULES: tuple[str, ...] = ("diagnose", "library", "audit", "pacs", "suggest")
 """Dotted names of the modules under ``medfew.commands`` to register, in help order."""
 

@@ -1,6 +1,7 @@
 """medfew.reporting: the diagnostic report (data) and its writers - JSON, PDF, DICOM (Encapsulated PDF, SR)."""
 
 from medfew.reporting.dicom_writer import render_dicom, write_dicom
+from medfew.reporting.images import saliency_overlay_png, thumbnail_png
 from medfew.reporting.json_writer import report_json, write_json
 from medfew.reporting.pdf_writer import render_pdf, write_pdf
 from medfew.reporting.report import (
@@ -10,6 +11,7 @@ from medfew.reporting.report import (
     QueryResult,
     SupportSummary,
     build_report,
+    training_domains,
 )
 from medfew.reporting.sr_writer import render_sr, sr_dataset, write_sr
 
@@ -24,7 +26,10 @@ __all__ = [
     "render_pdf",
     "render_sr",
     "report_json",
+    "saliency_overlay_png",
     "sr_dataset",
+    "thumbnail_png",
+    "training_domains",
     "write_dicom",
     "write_json",
     "write_pdf",
