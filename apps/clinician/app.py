@@ -34,9 +34,8 @@ from medfew.diagnosis import (
     join_classes,
 )
 from medfew.errors import MedfewError
-from medfew.reporting import DISCLAIMER
-from medfew.reporting.report import training_domains
-from medfew.training.checkpoint import load_checkpoint
+from medfew.reporting import DISCLAIMER, training_domains
+from medfew.training import load_checkpoint
 
 DEFAULT_CHECKPOINT = os.environ.get("MEDFEW_APP_CHECKPOINT", "default")
 HEADER_WINDOW = "from the file (VOI LUT / window)"

@@ -27,17 +27,18 @@ from medfew.diagnosis import (
     load_input,
 )
 from medfew.errors import MedfewError
-from medfew.methods.base import FewShotMethod
+from medfew.methods import FewShotMethod
 from medfew.reporting import (
     DiagnosticReport,
     build_report,
     render_dicom,
     render_pdf,
     report_json,
+    saliency_overlay_png,
+    thumbnail_png,
 )
-from medfew.reporting.images import saliency_overlay_png, thumbnail_png
 from medfew.suggest import with_options
-from medfew.training.checkpoint import CheckpointInfo
+from medfew.training import CheckpointInfo
 
 Upload = tuple[str, bytes]
 """An uploaded file: ``(file name, content)``."""
