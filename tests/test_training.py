@@ -75,8 +75,11 @@ def test_every_method_trains_in_the_same_loop(name: str, tmp_path: Path) -> None
     assert result.steps_done == 6 and result.best_step in (3, 6)
     changed = [k for k, v in method.state_dict().items() if not torch.equal(v, before[k])]
     assert changed, "training changed no weight"
-    for stem in ("best", "last"):
-        assert (tmp_path / f"{stem}.safetensors").is_file() and (tmp_path / f"{stem}.json").is_file()
+    published = json.loads((tmp_path / "published.json").read_text())
+    assert published["last"] == "last-000006" and published["best"] == f"best-{result.best_step:06d}"
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == sorted(published.values())
+    assert {p.name for p in (tmp_path / "checkpoints" / "last-000006").iterdir()} == {
+        "model.safetensors", "model.json", "train_state.safetensors"}
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records if "loss" in r] == [1, 2, 3, 4, 5, 6]
     assert [r["step"] for r in records if "val" in r] == [3, 6]

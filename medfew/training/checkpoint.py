@@ -3,8 +3,12 @@
 A checkpoint is two files with one stem, ``NAME.safetensors`` and ``NAME.json``. The sidecar holds the
 method and its hyperparameters, the backbone and its config, the preprocessing, the class pool, the
 data provenance, the resolved training config, metrics and the medfew version. Loading validates all
-of it, checks the weights' sha256 against the sidecar, and refuses anything that is not safetensors
-(pickle files are never opened).
+of it, checks the weights' sha256 against the sidecar, refuses anything that is not safetensors
+(pickle files are never opened) and refuses weights holding NaN or infinity; saving refuses those too.
+
+In a training run directory the checkpoints live in step directories published by one pointer file
+(see :mod:`medfew.training.run_store`); ``RUN``, ``RUN/best.safetensors`` and ``RUN/last.safetensors``
+resolve through it, and run directories of the older flat layout still load.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
@@ -22,6 +27,7 @@ from medfew import __version__
 from medfew.errors import CheckpointError, MedfewError
 from medfew.methods.base import FewShotMethod
 from medfew.models.pretrained import sha256_file
+from medfew.training.run_store import ROLES, WEIGHTS, kill_point, read_pointer, role_of
 from medfew.training.state_io import atomic_save_tensors, atomic_write_bytes
 
 FORMAT = "medfew-checkpoint"
@@ -29,6 +35,10 @@ FORMAT_VERSION = 1
 _REQUIRED = ("format", "format_version", "method", "backbone", "preprocessing", "weights_sha256")
 _PICKLE_SUFFIXES = {".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".bin"}
 _SAFETENSORS_MAX_HEADER = 100_000_000
+
+
+class NonFiniteWeightsError(CheckpointError):
+    """Weights holding NaN or infinity: such a model is never saved nor loaded."""
 
 
 @dataclass(frozen=True)
@@ -84,10 +94,22 @@ def save_checkpoint(
     extra: dict[str, Any] | None = None,
     calibration: dict[str, Any] | None = None,
 ) -> Path:
-    """Write ``path`` (``.safetensors``) and its ``.json`` sidecar atomically; return the weights path."""
+    """Write ``path`` (``.safetensors``) and its ``.json`` sidecar; return the weights path.
+
+    Each file is replaced atomically; a training run makes the pair (and its training state) one unit
+    by writing them into a step directory (:mod:`medfew.training.run_store`).
+
+    Raises:
+        NonFiniteWeightsError: A weight is NaN or infinite (nothing is written).
+    """
     weights = Path(path).with_suffix(".safetensors")
     rebuilt = pretrained_keys(method)
-    atomic_save_tensors(weights, {k: v for k, v in method.state_dict().items() if k not in rebuilt})
+    tensors = {k: v for k, v in method.state_dict().items() if k not in rebuilt}
+    bad = non_finite(tensors)
+    if bad:
+        raise NonFiniteWeightsError(f"refusing to save non-finite weights: {bad}")
+    atomic_save_tensors(weights, tensors)
+    kill_point(role_of(weights.parent), "weights")
     sidecar = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -105,7 +127,17 @@ def save_checkpoint(
         "weights_sha256": sha256_file(weights),
     }
     atomic_write_bytes(weights.with_suffix(".json"), json.dumps(sidecar, indent=2, sort_keys=True).encode())
+    kill_point(role_of(weights.parent), "sidecar")
     return weights
+
+
+def non_finite(tensors: dict[str, torch.Tensor]) -> str:
+    """Describe the first tensor holding NaN or infinity (``""`` when all are finite)."""
+    for key, value in tensors.items():
+        if (value.is_floating_point() or value.is_complex()) and not bool(torch.isfinite(value).all()):
+            nan, inf = int(torch.isnan(value).sum()), int(torch.isinf(value).sum())
+            return f"tensor {key!r} holds {nan} NaN and {inf} infinite values"
+    return ""
 
 
 def pretrained_keys(method: FewShotMethod) -> set[str]:
@@ -150,7 +182,10 @@ def default_checkpoint_path() -> Path:
 def resolve_checkpoint(spec: str | Path) -> Path:
     """Turn ``default``, a run directory or a file into the ``.safetensors`` weights path.
 
-    A run directory resolves to ``best.safetensors``, else ``last.safetensors``, else ``model.safetensors``.
+    A run directory resolves to its published best checkpoint, else its published last one (see
+    :mod:`medfew.training.run_store`); ``RUN/best.safetensors`` and ``RUN/last.safetensors`` (or
+    ``.json``) name those two. A directory without a pointer (older flat layout, a step directory, a
+    copied model) resolves to ``best.safetensors``, else ``last.safetensors``, else ``model.safetensors``.
     """
     if str(spec) == "default":
         path = default_checkpoint_path()
@@ -159,6 +194,9 @@ def resolve_checkpoint(spec: str | Path) -> Path:
         return path
     path = Path(spec)
     if path.is_dir():
+        published = read_pointer(path)
+        if published:
+            return (published.get("best") or published["last"]) / WEIGHTS
         for stem in ("best", "last", "model"):
             if (path / f"{stem}.safetensors").is_file():
                 return path / f"{stem}.safetensors"
@@ -170,6 +208,10 @@ def resolve_checkpoint(spec: str | Path) -> Path:
         )
     if path.suffix == ".json":
         path = path.with_suffix(".safetensors")
+    if path.stem in ROLES and not path.exists():  # the flat names of a published run
+        published = read_pointer(path.parent)
+        if path.stem in published:
+            return published[path.stem] / WEIGHTS
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
     return path
@@ -254,6 +296,7 @@ def load_checkpoint(
 
     Raises:
         CheckpointError: Missing, corrupt (checksum), unsafe (pickle) or mismatched checkpoint.
+        NonFiniteWeightsError: A weight is NaN or infinite.
     """
     from medfew.methods import build_method
     from medfew.models import build_backbone
@@ -270,6 +313,9 @@ def load_checkpoint(
         state = load_file(str(info.path), device=map_location)
     except (SafetensorError, OSError) as exc:
         raise CheckpointError(f"{info.path}: cannot read the weights ({exc})") from exc
+    bad = non_finite(state)
+    if bad:
+        raise NonFiniteWeightsError(f"{info.path}: {bad}; refusing to load a broken model")
     try:
         backbone = build_backbone(info.backbone, **info.backbone_config)
         method = build_method(info.method, backbone, **{**info.method_hparams, **(method_options or {})})

@@ -3,8 +3,10 @@
 Each outer step draws a meta-batch of episodes (episode ``step * meta_batch + b`` of the sampler),
 asks the method for its meta-gradients (``method.training_step``), clips them and takes one optimiser
 step. Validation runs every ``eval_every`` steps through a caller-supplied callback and the best
-model is kept; checkpoints are written atomically, and a run directory resumes exactly where it
-stopped (weights, optimiser, schedule, RNG state, step).
+model is kept. The checkpoints of a step (best and/or last weights, sidecars, training state) are
+published as one atomic unit (:mod:`medfew.training.run_store`), so a run killed at any moment
+resumes exactly where its last published step stopped (weights, optimiser, schedule, RNG state,
+step, ``metrics.jsonl``); weights holding NaN or infinity are never saved, and stop the run.
 
 Under ``torchrun`` (a :class:`~medfew.training.distributed.DistContext` with several ranks) each rank
 draws its share of every meta-batch and the meta-gradients are all-reduced before the step (see
@@ -34,6 +36,7 @@ from medfew.data.sampler import EpisodeSampler
 from medfew.errors import CheckpointError
 from medfew.methods.base import FewShotMethod
 from medfew.training.checkpoint import (
+    NonFiniteWeightsError,
     load_checkpoint,
     read_checkpoint_info,
     save_checkpoint,
@@ -50,10 +53,19 @@ from medfew.training.distributed import (
     reduce_figures,
     shard,
 )
-from medfew.training.state_io import load_state, save_state
+from medfew.training.run_store import (
+    STATE,
+    WEIGHTS,
+    adopt_flat_layout,
+    clean_stale,
+    publish,
+    read_pointer,
+    reset,
+    write_step_dir,
+)
+from medfew.training.state_io import atomic_write_bytes, load_state, save_state
 
 Validate = Callable[[FewShotMethod], dict[str, Any]]
-STATE_FILE = "train_state.safetensors"
 METRICS_FILE = "metrics.jsonl"
 
 
@@ -121,13 +133,15 @@ def fit(
         sampler: Source of training episodes; episode indices are derived from the step, so a
             resumed run sees exactly the episodes an uninterrupted one would.
         settings: Steps, optimiser, schedule, clipping, evaluation and checkpoint cadence, device.
-        run_dir: Output directory: ``best``/``last`` checkpoints, ``train_state.safetensors``,
+        run_dir: Output directory: ``published.json`` naming the ``best`` and ``last`` step
+            directories under ``checkpoints/`` (the last with ``train_state.safetensors``),
             ``metrics.jsonl``, ``learning_curve.png``.
         checkpoint_meta: Keyword arguments for :func:`save_checkpoint` besides ``method`` and
             ``metrics`` (backbone, backbone_config, preprocessing, class_pool, data_provenance, config).
         validate: Called with the method every ``eval_every`` steps; returns metrics with
             ``accuracy_mean``, which chooses the best checkpoint (rank 0 only when distributed).
-        resume: Continue from ``run_dir`` when it holds a training state.
+        resume: Continue from ``run_dir`` when it holds a published training state; ``False``
+            deletes the run's checkpoints first.
         until_step: Stop after this step (as if interrupted); ``None`` runs to ``settings.steps``.
         progress: Show a progress bar (rank 0 only).
         dist_ctx: This process's place in a data-parallel run (from
@@ -149,13 +163,21 @@ def fit(
     optimizer = make_optimizer(method, settings)
     schedule = make_schedule(optimizer, settings)
     start, best_metric, best_step = 0, None, None
-    resuming = resume and (run / STATE_FILE).is_file()
+    if main:  # the one writer tidies up after a kill, or forgets the old run
+        if resume:
+            clean_stale(run)
+            adopt_flat_layout(run)
+        else:
+            reset(run)
+    resuming = resume and main and "last" in read_pointer(run)
     if dist_ctx.enabled:  # rank 0's view of the run directory decides for everyone
         flag = torch.tensor([float(resuming)], device=device)
         torch.distributed.broadcast(flag, src=0)
         resuming = bool(flag.item())
     if resuming:
         start, best_metric, best_step = _restore(run, method, optimizer, schedule, device, checkpoint_meta.get("config"))
+        if main:
+            _truncate_log(run / METRICS_FILE, start)
     else:
         torch.manual_seed(settings.seed)
         if main:
@@ -189,21 +211,18 @@ def fit(
                     log.write(json.dumps(record) + "\n")
                     log.flush()
                     bar.set_postfix(loss=f"{last_train['loss']:.3f}", acc=f"{last_train['accuracy']:.3f}")
+            new_best = None
             if main and validate is not None and (done % settings.eval_every == 0 or done == settings.steps):
                 metrics = validate(method)
                 log.write(json.dumps({"step": done, "val": metrics}) + "\n")
                 log.flush()
                 score = float(metrics["accuracy_mean"])
                 if best_metric is None or score > best_metric:
-                    best_metric, best_step = score, done
-                    save_checkpoint(run / "best", method, metrics={"val": metrics, "step": done}, **checkpoint_meta)
-            if main and (done % settings.checkpoint_every == 0 or done == stop):
-                save_checkpoint(run / "last", method, metrics={"step": done, "train": last_train}, **checkpoint_meta)
-                save_state(run / STATE_FILE, {
-                    "step": done, "best_metric": best_metric, "best_step": best_step,
-                    "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
-                    "rng": _rng_state(),
-                })
+                    best_metric, best_step, new_best = score, done, metrics
+            if main and (new_best is not None or done % settings.checkpoint_every == 0 or done == stop):
+                state = {"step": done, "best_metric": best_metric, "best_step": best_step,
+                         "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(), "rng": _rng_state()}
+                _publish_step(run, done, method, checkpoint_meta, train=last_train, val=new_best, state=state)
             bar.update(1)
     bar.close()
     if main:
@@ -211,6 +230,52 @@ def fit(
     best_metric, best_step = _share_best(best_metric, best_step, device, dist_ctx)
     barrier(dist_ctx)  # rank 0's files are complete before any rank returns
     return FitResult(stop, best_metric, best_step, last_train, run)
+
+
+def _publish_step(
+    run: Path,
+    step: int,
+    method: FewShotMethod,
+    meta: dict[str, Any],
+    *,
+    train: dict[str, float],
+    val: dict[str, Any] | None,
+    state: dict[str, Any],
+) -> None:
+    """Write step ``step``'s checkpoints (a new best, if any, and the last with its training state), then
+    publish them together in one atomic pointer replace."""
+    def write_last(folder: Path) -> None:
+        save_checkpoint(folder / "model", method, metrics={"step": step, "train": train}, **meta)
+        save_state(folder / STATE, state)
+
+    try:
+        folders = {}
+        if val is not None:
+            folders["best"] = write_step_dir(run, "best", step, lambda folder: save_checkpoint(
+                folder / "model", method, metrics={"val": val, "step": step}, **meta))
+        folders["last"] = write_step_dir(run, "last", step, write_last)
+    except NonFiniteWeightsError as exc:
+        kept = read_pointer(run).get("last")
+        raise NonFiniteWeightsError(
+            f"step {step}: training diverged, {exc}; "
+            + (f"the last good checkpoint stays published ({kept})" if kept else "no checkpoint was published")
+        ) from exc
+    publish(run, **folders)
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    """Drop ``metrics.jsonl`` records after ``step`` (written before a kill, to be written again)."""
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:  # a line cut short by the kill
+            continue
+        if isinstance(record, dict) and isinstance(record.get("step"), int) and record["step"] <= step:
+            kept.append(line + "\n")
+    atomic_write_bytes(path, "".join(kept).encode())
 
 
 def _share_best(
@@ -257,8 +322,15 @@ def _restore(
     device: torch.device,
     config: dict[str, Any] | None,
 ) -> tuple[int, float | None, int | None]:
-    state = load_state(run / STATE_FILE)
-    info = read_checkpoint_info(run / "last.safetensors")
+    folder = read_pointer(run)["last"]
+    state = load_state(folder / STATE)
+    info = read_checkpoint_info(folder / WEIGHTS)
+    if info.metrics.get("step") != state["step"]:
+        raise CheckpointError(
+            f"{folder}: its weights are of step {info.metrics.get('step')} but its training state of step "
+            f"{state['step']} (a run directory of an older medfew, killed between two writes); start afresh "
+            "(CLI: --restart)"
+        )
     if info.method != method.name:
         raise CheckpointError(f"{run}: holds a {info.method!r} run, cannot resume it as {method.name!r}")
     changed = _config_changes(info.config, config or {})
@@ -267,7 +339,7 @@ def _restore(
             f"{run}: holds a run with a different config ({'; '.join(changed[:5])}); resuming would mix two "
             "experiments: use another output directory or start afresh (CLI: --restart)"
         )
-    loaded, _ = load_checkpoint(run / "last.safetensors", map_location=str(device))
+    loaded, _ = load_checkpoint(folder / WEIGHTS, map_location=str(device))
     method.load_state_dict(loaded.state_dict())
     optimizer.load_state_dict(state["optimizer"])
     schedule.load_state_dict(state["schedule"])
