@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.medfew-installed
 PYTEST_ARGS ?=
 
-.PHONY: setup test test-fast app screenshots benchmark clean-venv bench-env
+.PHONY: setup test test-fast app pacs screenshots benchmark clean-venv bench-env
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,12 @@ test-fast: $(STAMP)  ## unit tests only (no slow integration runs, no browser)
 app: $(STAMP)  ## serve the clinician app on http://127.0.0.1:8501 with the default model
 	$(BIN)/python -m streamlit run apps/clinician/app.py --server.address 127.0.0.1 --server.port 8501 \
 		--server.headless true --browser.gatherUsageStats false
+
+PACS_STORAGE ?= .cache/medfew-pacs
+PACS_LOAD ?= $(or $(MEDFEW_DATA_ROOT),../shared/data)/dicom_samples
+
+pacs: $(STAMP)  ## serve a local Orthanc PACS (DICOMweb) on 127.0.0.1 loaded with PACS_LOAD (PACS_LOAD= : empty)
+	$(BIN)/python -m medfew.pacs.local_orthanc --storage $(PACS_STORAGE) $(if $(PACS_LOAD),--load $(PACS_LOAD))
 
 screenshots: $(STAMP)  ## re-take docs/screenshots/*.png by running the browser test (needs /usr/bin/chromium)
 	MEDFEW_SCREENSHOTS=docs/screenshots $(BIN)/python -m pytest tests/test_app_browser.py -q

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import secrets
+import signal
 import socket
 import subprocess
 import sys
@@ -156,6 +157,10 @@ def dicom_files(folder: str | Path) -> list[Path]:
     return sorted(p for p in Path(folder).rglob("*.dcm") if p.is_file())
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m medfew.pacs.local_orthanc``: serve a local PACS until Ctrl-C."""
     from medfew.pacs.client import PacsClient
@@ -179,6 +184,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"login in {settings_file} (mode 600); in another shell:\n"
                   f"  export MEDFEW_PACS_SETTINGS={settings_file}\n  medfew pacs search\nCtrl-C stops the server.")
             sys.stdout.flush()
+            signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops Orthanc too, like Ctrl-C
             try:
                 while server._process.poll() is None:
                     time.sleep(1)
