@@ -188,16 +188,22 @@ def sidebar(store: Store, workspace: Workspace) -> None:
             st.download_button("Download library (.zip)", key="download_library", on_click="ignore",
                                data=lambda: export_library(store.load_library(chosen.name, chosen.version)),
                                file_name=f"{_file_stem(chosen.name)}-v{chosen.version}.zip", mime="application/zip")
-        generation = st.session_state.setdefault("library_uploader", 0)
-        upload = st.file_uploader("Import a library (.zip)", type=["zip"], key=f"library_zip_{generation}")
-        if st.button("Import library", key="import_library", disabled=upload is None) and upload is not None:
-            try:
-                library = import_library(store, upload.getvalue(), upload.name, user=current_user())
-                _say("success", f"Imported {library.describe()}.")
-            except MedfewError as exc:
-                _say("error", f"Not imported: {exc}")
-            st.session_state["library_uploader"] = generation + 1
-            st.rerun()
+        if st.toggle("Import a library from a zip", key="library_import"):  # the uploader only when asked for
+            import_step(store)
+
+
+def import_step(store: Store) -> None:
+    """A library zip uploader and its Import button."""
+    generation = st.session_state.setdefault("library_uploader", 0)
+    upload = st.file_uploader("Library zip (from Download library)", type=["zip"], key=f"library_zip_{generation}")
+    if st.button("Import library", key="import_library", disabled=upload is None) and upload is not None:
+        try:
+            library = import_library(store, upload.getvalue(), upload.name, user=current_user())
+            _say("success", f"Imported {library.describe()}.")
+        except MedfewError as exc:
+            _say("error", f"Not imported: {exc}")
+        st.session_state["library_uploader"] = generation + 1
+        st.rerun()
 
 
 def save_library(store: Store, workspace: Workspace) -> None:
