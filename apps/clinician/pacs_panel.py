@@ -12,8 +12,7 @@ import streamlit as st
 from workspace import Workspace
 
 from medfew.errors import MedfewError, PacsSettingsError
-from medfew.pacs import PacsClient, PacsSettings, SeriesMatch
-from medfew.pacs.reports import store_report
+from medfew.pacs import PacsClient, PacsSettings, SeriesMatch, store_report
 
 MESSAGES = "pacs_messages"
 """Session key of ``(kind, text)`` messages shown once by the next run (actions rerun the page)."""

@@ -110,7 +110,7 @@ def run_diagnose(args: argparse.Namespace) -> int:
     from medfew.data.manifest import manifest_from_folder
     from medfew.diagnosis import DiagnosisSession
     from medfew.errors import ImageInputError, ImageReadError, SupportSetError
-    from medfew.pacs.reports import store_report
+    from medfew.pacs import store_report
     from medfew.reporting import build_report
 
     client = _client()

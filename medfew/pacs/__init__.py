@@ -6,6 +6,7 @@ from medfew.pacs.client import (
     SeriesMatch,
     study_date_filter,
 )
+from medfew.pacs.reports import StoredReport, report_objects, store_report
 from medfew.pacs.settings import PacsSettings, mask_url, write_settings_file
 
 __all__ = [
@@ -13,7 +14,10 @@ __all__ = [
     "PacsSettings",
     "PulledInstance",
     "SeriesMatch",
+    "StoredReport",
     "mask_url",
+    "report_objects",
+    "store_report",
     "study_date_filter",
     "write_settings_file",
 ]
