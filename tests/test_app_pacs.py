@@ -17,6 +17,7 @@ from test_app import Clinician
 from medfew.pacs import PacsClient
 from medfew.pacs.local_orthanc import LocalOrthanc, free_port
 
+pytestmark = pytest.mark.slow  # drives the whole app with the real model (about 30 s on 2 busy CPUs)
 NOTE = "Reviewed at the PACS workstation"
 
 

@@ -188,6 +188,7 @@ def test_series_without_pixel_data_and_unknown_series(client: PacsClient, loaded
 
 
 # ---------------------------------------------------------------------------------- the CLI, end to end
+@pytest.mark.slow  # meta-trains the tiny stripe model (about 45 s on 2 busy CPUs)
 def test_cli_pull_support_diagnose_and_store_the_reports_back(
     pacs_env: None, loaded: LoadedPacs, client: PacsClient, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
