@@ -13,7 +13,7 @@ import streamlit as st
 import torch
 from workspace import Workspace
 
-from medfew.data.transforms import normalize_batch
+from medfew.data import normalize_batch
 from medfew.errors import MedfewError
 from medfew.suggest import (
     MetaDataset,

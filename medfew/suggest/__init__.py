@@ -19,6 +19,7 @@ from medfew.suggest.metadataset import (
     load_for_checkpoint,
     meta_dataset_path,
 )
+from medfew.suggest.recorder import EvaluationRecorder
 from medfew.suggest.retrieval import (
     RankedConfiguration,
     nearest_tasks,
@@ -34,6 +35,7 @@ from medfew.suggest.suggestion import (
 __all__ = [
     "DESCRIPTOR_NAMES",
     "CandidateCheck",
+    "EvaluationRecorder",
     "MetaDataset",
     "RankedConfiguration",
     "Suggestion",
