@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -65,8 +66,11 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def _client() -> PacsClient:
+    """The PACS of the settings; request URLs stay out of ``-v`` logs (their query strings hold patient ids)."""
     from medfew.pacs import PacsClient, PacsSettings
 
+    for name in ("dicomweb_client", "urllib3.connectionpool"):
+        logging.getLogger(name).setLevel(max(logging.INFO, logging.getLogger(name).getEffectiveLevel()))
     return PacsClient(PacsSettings.load())
 
 
