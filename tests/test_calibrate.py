@@ -10,7 +10,7 @@ import pytest
 from medfew.calibrate import calibrate_checkpoint, candidate_options
 from medfew.cli import main
 from medfew.errors import CheckpointError, ConfigError
-from medfew.training.checkpoint import load_checkpoint, update_sidecar
+from medfew.training.checkpoint import load_checkpoint, resolve_checkpoint, update_sidecar
 
 from conftest import REPO_ROOT
 
@@ -38,7 +38,7 @@ def test_candidates_offer_finetuning_only_to_methods_with_a_head() -> None:
 def test_calibrate_stores_the_best_val_candidate_and_its_temperature(
     run: Path, data_root: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    weights_before = (run / "best.safetensors").read_bytes()
+    weights_before = resolve_checkpoint(run).read_bytes()
     code = main(["calibrate", "--checkpoint", str(run), "--episodes", "12", "--data-root", str(data_root), "--quiet"])
     out, err = capsys.readouterr()
     assert code == 0, err
@@ -51,7 +51,7 @@ def test_calibrate_stores_the_best_val_candidate_and_its_temperature(
     assert block["temperature"] > 0 and 0 <= block["ece_after"] <= 1
     # temperature scaling minimises the NLL, which on these episodes also should not make ECE much worse
     assert block["ece_after"] <= block["ece_before"] + 0.05
-    assert (run / "best.safetensors").read_bytes() == weights_before  # weights untouched, checksum still valid
+    assert resolve_checkpoint(run).read_bytes() == weights_before  # weights untouched, checksum still valid
     method, info = load_checkpoint(run)
     assert method.temperature == pytest.approx(block["temperature"]) and info.temperature == method.temperature
     for key, value in block["chosen_options"].items():

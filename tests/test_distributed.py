@@ -26,7 +26,7 @@ from medfew.data.transforms import normalize_batch
 from medfew.errors import ConfigError
 from medfew.methods import build_method
 from medfew.models import build_backbone
-from medfew.training.checkpoint import Preprocessing
+from medfew.training.checkpoint import Preprocessing, resolve_checkpoint
 from medfew.training.distributed import DistContext, context_from_env, shard
 from medfew.training.loop import fit
 
@@ -219,7 +219,7 @@ def test_torchrun_medfew_train_matches_one_process(data_root: Path, tmp_path: Pa
     assert done.stdout.count('"run_dir"') == 1  # rank 0 alone prints the summary
     assert main(["train", "--config", str(config), "--out", str(tmp_path / "one"), "--quiet",
                  "--data-root", str(data_root)]) == 0
-    ddp, one = load_file(str(tmp_path / "ddp" / "last.safetensors")), load_file(str(tmp_path / "one" / "last.safetensors"))
+    ddp, one = (load_file(str(resolve_checkpoint(tmp_path / run / "last.safetensors"))) for run in ("ddp", "one"))
     for k, v in one.items():
         torch.testing.assert_close(ddp[k], v, atol=1e-6, rtol=1e-5, msg=lambda m, k=k: f"{k}: {m}")
     assert sorted(p.name for p in (tmp_path / "ddp").iterdir()) == sorted(p.name for p in (tmp_path / "one").iterdir())
