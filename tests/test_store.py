@@ -6,6 +6,7 @@ import io
 import json
 import sqlite3
 import zipfile
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
@@ -151,6 +152,9 @@ def test_draft_of_a_browser_is_replaced_and_forgotten(db, tmp_path: Path) -> Non
     assert draft is not None and draft.counts == {"Pneumocystis": 2, "Streptococcus": 1} and draft.saved_at
     store.delete_draft(BROWSER)
     assert store.load_draft(BROWSER) is None
+    store.save_draft(BROWSER, ["Pneumocystis", "Streptococcus"], scans[:1])
+    assert store.purge_drafts() == 0 and store.load_draft(BROWSER) is not None  # fresh drafts stay
+    assert store.purge_drafts(timedelta(seconds=-1)) == 1 and store.load_draft(BROWSER) is None
     with pytest.raises(StoreError, match="32 lower-case hex digits"):
         store.load_draft("../../etc/passwd")
 

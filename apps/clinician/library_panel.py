@@ -45,8 +45,10 @@ Fingerprint = tuple[tuple[str, ...], tuple[tuple[str, str], ...]]
 
 @st.cache_resource(show_spinner="Opening the case-library database...")
 def open_store(url: str) -> Store:
-    """The database, opened (and upgraded) once per server process."""
-    return Store(url)
+    """The database, opened (and upgraded) once per server process; drafts untouched for 30 days are purged."""
+    store = Store(url)
+    store.purge_drafts()
+    return store
 
 
 def library_panel(workspace: Workspace) -> None:
@@ -140,8 +142,11 @@ def autosave(store: Store, workspace: Workspace, browser: str) -> None:
     current = fingerprint(workspace)
     if state.get("restore_offer") or current == state.get("autosaved"):
         return
-    classes = current[0]
-    _guarded(lambda: store.save_draft(browser, classes, library_scans(workspace)))
+    classes, scans = current
+    if scans:
+        _guarded(lambda: store.save_draft(browser, classes, library_scans(workspace)))
+    else:  # nothing worth restoring
+        _guarded(lambda: store.delete_draft(browser))
     state["autosaved"] = current
 
 

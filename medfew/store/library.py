@@ -15,7 +15,7 @@ import re
 import unicodedata
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import delete, func, select
 from sqlalchemy.exc import SQLAlchemyError
@@ -35,6 +35,8 @@ from medfew.store.scans import CaseLibrary, StoredScan
 
 BROWSER_ID = re.compile(r"[0-9a-f]{32}")
 """Form of a browser id (a uuid4 hex): anything else from a URL is refused."""
+DRAFT_LIFETIME = timedelta(days=30)
+"""How long an autosaved draft is kept without changes (the app purges older ones when it opens the database)."""
 
 
 def clean_name(text: str, what: str = "library name") -> str:
@@ -176,6 +178,18 @@ class Store:
                 session.delete(support)
                 session.flush()
                 _drop_unused_images(session)
+
+    def purge_drafts(self, older_than: timedelta = DRAFT_LIFETIME) -> int:
+        """Forget the drafts not updated for ``older_than`` (and their pixels); returns how many went."""
+        with self.transaction() as session:
+            rows = session.scalars(select(DraftRow).where(DraftRow.updated_at < utc_now() - older_than)).unique().all()
+            for row in rows:
+                support = row.support
+                session.delete(row)
+                session.delete(support)
+            session.flush()
+            _drop_unused_images(session)
+            return len(rows)
 
     # ---------------------------------------------------------------- helpers
     @contextmanager
