@@ -8,6 +8,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import pytest
 from test_app import CLASSES, Clinician, scans
 
 from medfew.training.checkpoint import load_checkpoint
@@ -32,6 +33,7 @@ def test_panel_waits_for_two_scans_per_class(data_root: Path) -> None:
     assert not [b for b in user.at.button if b.key == "suggest_apply"]
 
 
+@pytest.mark.slow  # drives suggest, apply, adapt and reset through the whole app (about 1.5 min on 2 busy CPUs)
 def test_panel_suggests_and_applies(data_root: Path) -> None:
     user = loaded(data_root, 3, start=3)  # scans 4-6 of each class: the suggestion is a fine-tuned head
     shown = [m for m in user.texts("markdown") if m.startswith("Leave-one-out on your scans: ")]
