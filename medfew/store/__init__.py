@@ -15,6 +15,7 @@ from medfew.store.audit import (
     diagnose_records,
     read_audit,
     support_fingerprint,
+    user_from_headers,
     write_audit,
 )
 from medfew.store.database import head_revision, migrate, open_database
@@ -48,5 +49,6 @@ __all__ = [
     "read_library_archive",
     "stored_scan",
     "support_fingerprint",
+    "user_from_headers",
     "write_audit",
 ]

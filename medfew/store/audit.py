@@ -21,9 +21,11 @@ from sqlalchemy import select
 
 from medfew.diagnosis import Prediction
 from medfew.store.library import Store, clean_name, utc_now
-from medfew.store.models import AuditRow
+from medfew.store.models import NAME_LENGTH, AuditRow
 
 ACTIONS = ("adapt", "diagnose")
+USER_HEADERS = ("X-Forwarded-User", "X-Remote-User", "Remote-User", "X-Auth-Request-User")
+"""Headers a signing-in reverse proxy sets to the user's name (first present wins)."""
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,19 @@ class AuditRecord:
     uncertain: bool | None = None
     out_of_distribution: bool | None = None
     prediction_set: list[str] | None = None
+
+
+def user_from_headers(headers: Mapping[str, str] | None) -> str:
+    """The signed-in user from a reverse proxy's header (see :data:`USER_HEADERS`), else ``"local"``.
+
+    Only meaningful behind a proxy that sets the header itself (and strips it from the browser's request).
+    """
+    lowered = {str(k).lower(): v for k, v in (headers or {}).items()}
+    for name in USER_HEADERS:
+        value = "".join(c for c in str(lowered.get(name.lower()) or "") if c.isprintable()).strip()
+        if value:
+            return value[:NAME_LENGTH]
+    return "local"
 
 
 def support_fingerprint(scans: Iterable[tuple[str, str]]) -> str:

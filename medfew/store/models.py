@@ -34,7 +34,7 @@ class ImageRow(Base):
     __tablename__ = "images"
 
     sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
-    png: Mapped[bytes] = mapped_column(LargeBinary)
+    png: Mapped[bytes] = mapped_column(LargeBinary, deferred=True)  # loaded when read, not when listed
     modality: Mapped[str | None] = mapped_column(String(16))
     body_part: Mapped[str | None] = mapped_column(String(64))
     view: Mapped[str | None] = mapped_column(String(16))
