@@ -97,3 +97,17 @@ def test_missing_pieces(tmp_path: Path) -> None:
     path.with_suffix(".json").unlink()
     with pytest.raises(CheckpointError, match="sidecar model.json is missing"):
         load_checkpoint(path)
+
+
+def test_non_finite_weights_are_refused_before_anything_is_written(tmp_path: Path) -> None:
+    from medfew.training.checkpoint import NonFiniteWeightsError
+
+    backbone = build_backbone("conv4", in_channels=1, image_size=16, hidden=8)
+    method = build_method("protonet", backbone)
+    with torch.no_grad():
+        method.state_dict()["backbone.blocks.1.0.weight"].view(-1)[:3] = float("-inf")
+    with pytest.raises(NonFiniteWeightsError, match=r"refusing to save non-finite weights: tensor "
+                                                    r"'backbone\.blocks\.1\.0\.weight' holds 0 NaN and 3 infinite"):
+        save_checkpoint(tmp_path / "model", method, backbone="conv4", backbone_config=backbone.config(),
+                        preprocessing=Preprocessing(16, 1, "zscore"))
+    assert not list(tmp_path.iterdir())

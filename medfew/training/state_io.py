@@ -16,6 +16,7 @@ from safetensors.torch import load_file
 
 from medfew.data.atomic import atomic_save_tensors, atomic_write_bytes  # noqa: F401 - re-exported
 from medfew.errors import CheckpointError
+from medfew.training.run_store import kill_point, role_of
 
 _SKELETON_KEY = "medfew_state"
 
@@ -25,6 +26,7 @@ def save_state(path: Path, state: Any) -> None:
     tensors: dict[str, torch.Tensor] = {}
     skeleton = _flatten(state, tensors)
     atomic_save_tensors(path, tensors, metadata={_SKELETON_KEY: json.dumps(skeleton)})
+    kill_point(role_of(Path(path).parent), "state")
 
 
 def load_state(path: Path) -> Any:
