@@ -106,7 +106,11 @@ def toy_reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return run
 
 
-@pytest.mark.parametrize("boundary", ["best/sidecar", "last/renamed", "pointer/written"])
+@pytest.mark.parametrize(
+    "boundary",  # the slow test below reaches every boundary; one subprocess here keeps the quick suite quick
+    ["last/renamed", pytest.param("best/sidecar", marks=pytest.mark.slow),
+     pytest.param("pointer/written", marks=pytest.mark.slow)],
+)
 def test_a_fit_killed_at_a_write_boundary_resumes_bit_for_bit(boundary: str, toy_reference: Path,
                                                              tmp_path: Path) -> None:
     run = tmp_path / "run"

@@ -18,7 +18,7 @@ from medfew.data.transforms import build_augmentation, normalize_batch
 from medfew.errors import ConfigError, EpisodeError
 from medfew.methods import build_method
 from medfew.models import build_backbone
-from medfew.training.checkpoint import Preprocessing
+from medfew.training.checkpoint import Preprocessing, resolve_checkpoint
 from medfew.training.device import episodes_on_device, move_episode
 from medfew.training.loop import fit
 
@@ -150,5 +150,5 @@ def test_fit_on_cuda_with_device_episodes_and_channels_last(tmp_path: Path) -> N
                 class_pool=[f"toy/c{i}" for i in range(5)], config={})
     result = fit(m, sampler(device="cuda"), settings=settings, run_dir=tmp_path, checkpoint_meta=meta,
                  progress=False, channels_last=True)
-    assert result.steps_done == 4 and (tmp_path / "last.safetensors").is_file()
+    assert result.steps_done == 4 and resolve_checkpoint(tmp_path / "last.safetensors").is_file()
     assert all(torch.isfinite(torch.tensor(v)) for v in result.last_train.values())

@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from medfew.cli import main
+from medfew.training.checkpoint import resolve_checkpoint
 
 from conftest import REPO_ROOT
 
@@ -29,7 +30,7 @@ def test_every_config_trains_a_few_steps_from_the_command_line(
     assert code == 0, err
     summary = json.loads(out)
     assert summary["steps"] == 2 and summary["best_val_accuracy"] is not None
-    sidecar = json.loads((tmp_path / "run" / "best.json").read_text())
+    sidecar = json.loads(resolve_checkpoint(tmp_path / "run" / "best.json").with_suffix(".json").read_text())
     assert sidecar["method"]["name"] == yaml.safe_load(config.read_text())["method"]["name"]
     assert sidecar["config"]["data"]["train"] == ["organamnist", "bloodmnist", "pneumoniamnist"]
     assert {p["name"] for p in sidecar["data_provenance"]} == {"organamnist", "bloodmnist", "pneumoniamnist"}
