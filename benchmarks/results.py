@@ -32,7 +32,7 @@ from medfew.calibrate import calibrate_checkpoint
 from medfew.experiment import VAL_SEED_OFFSET, EvalSource, precompute_features, run_evaluation, run_training
 
 REPO = Path(__file__).resolve().parents[1]
-METHODS = ["protonet", "matchingnet", "baseline", "maml", "fomaml", "metasgd", "reptile"]
+METHODS = ["protonet", "matchingnet", "baseline", "maml", "fomaml", "metasgd", "l2o", "reptile"]
 BASELINES = ["nearest_centroid", "logistic_regression"]
 # trained variants: name -> (method whose configs/METHOD.yaml is used, config overrides as for --set)
 TRAINED_VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -207,9 +207,14 @@ NOTES: list[str] = [
 ]
 
 
-def fmt(cell: dict[str, Any] | None) -> str:
-    """``"23.1 ± 0.4"`` (percent) or ``"–"`` for a missing cell."""
-    return f"{100 * cell['accuracy_mean']:.1f} ± {100 * cell['accuracy_ci95']:.1f}" if cell else "–"
+def fmt(cell: dict[str, Any] | None, episodes: int | None = None) -> str:
+    """``"23.1 ± 0.4"`` (percent) or ``"–"`` for a missing cell; ``" (n=200)"`` is appended when the cell
+    has another number of episodes than ``episodes`` (the first ``n`` of the same fixed-seed episodes)."""
+    if not cell:
+        return "–"
+    n = cell.get("n_episodes")
+    note = f" (n={n})" if episodes is not None and n is not None and n != episodes else ""
+    return f"{100 * cell['accuracy_mean']:.1f} ± {100 * cell['accuracy_ci95']:.1f}{note}"
 
 
 def separated(a: dict[str, Any], b: dict[str, Any]) -> int:
@@ -296,7 +301,7 @@ def render(results: dict[str, Any], path: Path, episodes: int) -> None:
     columns += [(d, s) for d, _, _, _ in DOMAINS for s in SHOTS]
     lines += ["| model | " + " | ".join(f"{d} {s}-shot" for d, s in columns) + " |", "|" + "---|" * (1 + len(columns))]
     for model in models:
-        lines.append("| " + " | ".join([model] + [fmt(results["cells"].get(cell_key(model, d, s)))
+        lines.append("| " + " | ".join([model] + [fmt(results["cells"].get(cell_key(model, d, s)), None if d == VAL else episodes)
                                                   for d, s in columns]) + " |")
     lines += ["", "Variants: " + "; ".join(
         [f"`{v}` = configs/{m}.yaml" + (" with " + ", ".join(f"`--set {f}`" for f in set_flags(o)) if o else "")

@@ -44,6 +44,8 @@ CASES = [
     ("metasgd", {"inner_params": "head"}),
     ("reptile", {}),
     ("baseline", {"num_classes": NUM_CLASSES}),
+    ("l2o", {}),
+    ("l2o", {"first_order": True, "lstm_hidden": 4}),
 ]
 IDS = [f"{name}-{'-'.join(f'{k}={v}' for k, v in hp.items())}" if hp else name for name, hp in CASES]
 
@@ -67,7 +69,7 @@ def random_episode(ways: int = 3, shots: int = 2, queries: int = 2, seed: int = 
 
 def test_every_registered_method_is_covered() -> None:
     assert {name for name, _ in CASES} == set(list_methods())
-    assert set(list_methods()) == {"protonet", "matchingnet", "maml", "fomaml", "metasgd", "reptile", "baseline"}
+    assert set(list_methods()) == {"protonet", "matchingnet", "maml", "fomaml", "metasgd", "reptile", "baseline", "l2o"}
 
 
 @pytest.mark.parametrize(("name", "hp"), CASES, ids=IDS)
@@ -215,6 +217,7 @@ TOY = {  # name -> (hyperparameters, outer optimiser, learning rate)
     "fomaml": (GRADIENT_TOY, "adam", 0.005),
     "metasgd": (GRADIENT_TOY, "adam", 0.01),
     "reptile": ({**GRADIENT_TOY, "inner_steps": 2}, "sgd", 1.0),
+    "l2o": (GRADIENT_TOY, "adam", 0.01),
 }
 
 

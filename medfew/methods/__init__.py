@@ -1,10 +1,10 @@
 """Few-shot methods behind a registry: ``build_method(name, backbone, **hyperparameters)``.
 
 Importing this package registers ``protonet``, ``matchingnet``, ``maml``, ``fomaml``, ``metasgd``,
-``reptile`` and ``baseline`` (Baseline++).
+``l2o`` (the learned LSTM inner optimiser), ``reptile`` and ``baseline`` (Baseline++).
 """
 
-from medfew.methods import baseline, maml, matchingnet, protonet, reptile  # noqa: F401  (registration)
+from medfew.methods import baseline, l2o, maml, matchingnet, protonet, reptile  # noqa: F401  (registration)
 from medfew.methods.base import AdaptedModel, FewShotMethod, StepOutput
 from medfew.methods.registry import (
     build_method,

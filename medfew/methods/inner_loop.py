@@ -1,4 +1,4 @@
-"""The functional inner loop shared by MAML, FOMAML, Meta-SGD and Reptile.
+"""The functional inner loop shared by MAML, FOMAML, Meta-SGD, the learned optimiser (l2o) and Reptile.
 
 :func:`adapt_task` is a pure function of ``(params, buffers, support, labels)``: it reads the
 backbone module only as a function (``torch.func.functional_call``), mutates nothing, and returns
@@ -30,6 +30,11 @@ one more forward and inner backward per step (and the first step does not reuse 
 The reentrant form is an ``autograd.Function`` without a ``vmap`` rule, so checkpointed inner loops run
 task by task, and it hands gradients only to its tensor inputs and to leaf tensors (parameters): every
 non-leaf tensor a step reads is passed in explicitly.
+
+The update itself is an :class:`~medfew.methods.inner_optimizers.InnerOptimizer` (plain SGD unless a
+rule is given): each step hands it the fast weights, their gradients and its state (a pytree of tensors,
+flattened into the step's inputs so that checkpointing sees it), and takes back the new weights and
+state.
 """
 
 from __future__ import annotations
@@ -42,18 +47,31 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, vjp
+from torch.utils._pytree import tree_flatten, tree_unflatten
 from torch.utils.checkpoint import checkpoint as checkpoint_fn
 
-from medfew.methods.functional import class_one_hot, linear_logits, proto_head, zero_head
+from medfew.errors import ConfigError
+from medfew.methods.functional import (
+    class_one_hot,
+    linear_logits,
+    proto_head,
+    zero_head,
+)
+from medfew.methods.inner_optimizers import (
+    HEAD_BIAS,
+    HEAD_WEIGHT,
+    SGD,
+    InnerOptimizer,
+    Params,
+)
 
-HEAD_WEIGHT = "head.weight"
-HEAD_BIAS = "head.bias"
+__all__ = ["HEAD_BIAS", "HEAD_INITS", "HEAD_WEIGHT", "Params", "TaskParams", "adapt_task", "gradients_enabled",
+           "linear_cross_entropy_grads"]
 HEAD_INITS: dict[str, Callable[[torch.Tensor, torch.Tensor, int], tuple[torch.Tensor, torch.Tensor]]] = {
     "proto": proto_head,
     "zero": zero_head,
 }
 
-Params = dict[str, torch.Tensor]
 Pullback = Callable[[torch.Tensor], tuple[Params]]
 
 
@@ -106,16 +124,18 @@ def adapt_task(
     n_classes: int,
     *,
     steps: int,
-    lrs: Mapping[str, float | torch.Tensor],
+    lrs: Mapping[str, float | torch.Tensor] | None = None,
     first_order: bool,
+    optimizer: InnerOptimizer | None = None,
     head_init: str = "proto",
     adapt_backbone: bool = True,
     checkpoint: bool = False,
 ) -> TaskParams:
-    """Fit a linear head (and optionally the backbone) to one task by ``steps`` of gradient descent.
+    """Fit a linear head (and optionally the backbone) to one task by ``steps`` inner steps.
 
-    The head starts from ``HEAD_INITS[head_init]`` of the initial features; each step is
-    ``theta <- theta - lr_theta * grad CE(head(f_theta(images)), labels)`` for the backbone and the head.
+    The head starts from ``HEAD_INITS[head_init]`` of the initial features; each step computes
+    ``g = grad CE(head(f_theta(images)), labels)`` for the backbone and the head and applies the update
+    rule: ``theta <- theta - lr_theta * g`` (``lrs``) or ``optimizer.step(theta, g, state)``.
 
     Args:
         backbone: Module used as a function through ``functional_call``; its own tensors are ignored.
@@ -126,7 +146,8 @@ def adapt_task(
         n_classes: ``N`` (static, so the function can be vmapped).
         steps: Number of inner steps (``0`` returns the initial head).
         lrs: Learning rate per adapted tensor name: backbone parameter names, :data:`HEAD_WEIGHT`,
-            :data:`HEAD_BIAS`; floats or tensors broadcastable to the parameter (Meta-SGD).
+            :data:`HEAD_BIAS`; floats or tensors broadcastable to the parameter (plain SGD with these
+            rates). Exactly one of ``lrs`` and ``optimizer``.
         first_order: Ignore second-order terms (FOMAML, Reptile): autograd records no inner step, only
             the updates, so the inner gradients are constants to the outer backward (and the returned
             ``loss`` / ``logits`` are detached once ``steps > 0``).
@@ -136,10 +157,17 @@ def adapt_task(
         checkpoint: Recompute every inner step in the outer backward instead of storing its graph
             (second order only: first-order steps keep no graph; not under ``vmap``, see the module
             notes).
+        optimizer: The update rule (its parameters, if any, are meta-learned through the updates).
 
     Returns:
         The adapted :class:`TaskParams`.
+
+    Raises:
+        ConfigError: Both or neither of ``lrs`` and ``optimizer``.
     """
+    if (lrs is None) == (optimizer is None):
+        raise ConfigError("adapt_task: give exactly one of lrs (plain SGD rates) and optimizer (an update rule)")
+    rule = optimizer if optimizer is not None else SGD(lrs)
 
     def embed(backbone_params: Params) -> torch.Tensor:
         return functional_call(backbone, {**backbone_params, **buffers}, (images,))
@@ -154,14 +182,18 @@ def adapt_task(
     if adapt_backbone:
         fast.update(params)
     keys = list(fast)
+    state_leaves, state_spec = tree_flatten(rule.init_state(fast))
+    n_fast, n_state = len(keys), len(state_leaves)
 
     def step(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """``(*fast tensors in `keys` order, features) -> (*updated fast tensors, logits)``.
+        """``(*fast tensors in `keys` order, *rule state leaves, features) -> (*updated fast tensors,
+        *new state leaves, logits)``.
 
         Computes the backbone's forward (and pull-back) itself unless ``pullback`` holds the one of
         these very parameters (the first step, outside checkpointing).
         """
-        current, feats = dict(zip(keys, tensors[:-1])), tensors[-1]
+        current, feats = dict(zip(keys, tensors[:n_fast])), tensors[-1]
+        state = tree_unflatten(list(tensors[n_fast : n_fast + n_state]), state_spec)
         back = pullback
         # First order: the outer backward needs none of this step's graph (only the update below),
         # so autograd records nothing here; torch.func.vjp still differentiates at its own level.
@@ -174,7 +206,8 @@ def adapt_task(
             grads = {HEAD_WEIGHT: grad_weight, HEAD_BIAS: grad_bias}
             if back is not None:
                 grads.update(back(grad_features)[0])
-        return (*(current[k] - lrs[k] * grads[k] for k in keys), step_logits)
+        updated, state = rule.step(current, grads, state)
+        return (*(updated[k] for k in keys), *tree_flatten(state)[0], step_logits)
 
     logits = linear_logits(features, weight, bias)
     recompute = (
@@ -183,9 +216,9 @@ def adapt_task(
     if recompute:
         pullback = None
     for _ in range(steps):
-        inputs = (*(fast[k] for k in keys), features)
+        inputs = (*(fast[k] for k in keys), *state_leaves, features)
         out = checkpoint_fn(step, *inputs, use_reentrant=True) if recompute else step(*inputs)
-        fast, logits = dict(zip(keys, out[:-1])), out[-1]
+        fast, state_leaves, logits = dict(zip(keys, out[:n_fast])), list(out[n_fast:-1]), out[-1]
         pullback = None  # later steps run the forward of their own parameters
     loss = F.cross_entropy(logits, labels)
     adapted = {k: fast[k] for k in params} if adapt_backbone else dict(params)

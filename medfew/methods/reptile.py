@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 from torch.func import vmap
 
 from medfew.data.episode import Episode
@@ -33,38 +32,16 @@ class Reptile(GradientBasedMethod):
     meta-parameters, and the update is the mean of their results); ``vectorize=False`` forces the
     per-task loop.
 
-    Args:
-        backbone: ``(B, C, H, W) -> (B, D)`` encoder without running-statistics BatchNorm.
-        inner_steps: SGD steps per episode during meta-training.
-        test_inner_steps: Fine-tuning steps in eval mode; ``None`` means ``2 * inner_steps``.
-        inner_lr: Inner SGD learning rate.
-        head: ``"proto"`` or ``"zero"``.
-        vectorize: ``True``: ``vmap`` the inner loops of a meta-batch of one shape; ``False``: loop per
-            task; ``"auto"`` (default): ``vmap`` on CUDA, the loop on the CPU (and the loop for channels-last
-            weights or images, see :class:`~medfew.methods.gradient_based.GradientBasedMethod`).
+    Options (the family constructor's, see :class:`~medfew.methods.gradient_based.GradientBasedMethod`):
+    ``inner_steps`` (SGD steps per episode during meta-training), ``test_inner_steps`` (fine-tuning steps
+    in eval mode; ``None`` means ``2 * inner_steps``), ``inner_lr``, ``head`` and ``vectorize``. The rest
+    are refused: the update is plain SGD on every parameter, first order, never backpropagated (the
+    outer update is a difference of weights, which could not meta-learn a rule's parameters).
     """
 
-    first_order = True
-
-    def __init__(
-        self,
-        backbone: nn.Module,
-        *,
-        inner_steps: int = 5,
-        test_inner_steps: int | None = None,
-        inner_lr: float = 0.01,
-        head: str = "proto",
-        vectorize: bool | str = "auto",
-    ) -> None:
-        super().__init__(
-            backbone,
-            inner_steps=inner_steps,
-            test_inner_steps=test_inner_steps,
-            inner_lr=inner_lr,
-            head=head,
-            inner_params="all",
-            vectorize=vectorize,
-        )
+    PRESET: ClassVar[dict[str, Any]] = {"first_order": True, "inner_params": "all", "learn_inner_lr": False, "inner_optimizer": "sgd",
+              "checkpoint_inner": False}
+    REFUSED: ClassVar[tuple[str, ...]] = (*PRESET, "lstm_hidden", "lstm_preprocess_p")
 
     def training_step(self, episodes: Sequence[Episode]) -> StepOutput:
         """Write the Reptile direction into ``.grad``.
@@ -106,11 +83,10 @@ class Reptile(GradientBasedMethod):
     def _batched_inner_loops(self, batch: TaskBatch) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         """One ``vmap`` over the tasks: the mean adapted parameters and ``(T, M, N)`` query logits."""
         params = {k: v.detach() for k, v in self.backbone.named_parameters()}
-        lrs = self.inner_lrs()
         n_support = batch.support_labels.shape[1]
 
         def inner(images: torch.Tensor, labels: torch.Tensor):
-            task = self._adapt(params, lrs, images, labels, batch.ways, steps=self.inner_steps, first_order=True)
+            task = self._adapt(params, images, labels, batch.ways, steps=self.inner_steps, first_order=True)
             return task.backbone, task.logits[n_support:]
 
         with gradients_enabled():
@@ -119,9 +95,3 @@ class Reptile(GradientBasedMethod):
                 torch.cat([batch.support_labels, batch.query_labels], dim=1),
             )
         return {k: v.detach().mean(0) for k, v in adapted.items()}, query_logits.detach()
-
-    def hyperparameters(self) -> dict[str, Any]:
-        """Constructor keyword arguments."""
-        hp = super().hyperparameters()
-        del hp["inner_params"], hp["checkpoint_inner"]  # fixed: "all"; Reptile never backpropagates
-        return hp
