@@ -8,6 +8,7 @@ where a missing data root is an error: CI must prove the integration tests, not 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -35,6 +36,21 @@ def data_root() -> Path:
             pytest.fail(message)
         pytest.skip(message)
     return root
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_database(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Case libraries and audit records go to a throwaway SQLite file, never the user's database.
+
+    Tests that need their own database set ``MEDFEW_DB_URL`` themselves (monkeypatch), which wins.
+    """
+    before = os.environ.get("MEDFEW_DB_URL")
+    os.environ["MEDFEW_DB_URL"] = f"sqlite:///{tmp_path_factory.mktemp('db') / 'medfew.db'}"
+    yield
+    if before is None:
+        os.environ.pop("MEDFEW_DB_URL", None)
+    else:
+        os.environ["MEDFEW_DB_URL"] = before
 
 
 @pytest.fixture(autouse=True)

@@ -102,12 +102,6 @@ def _pull(client: PacsClient, series: SeriesMatch) -> list | None:
         return None
 
 
-def _notes(workspace: Workspace) -> list[str]:
-    """The clinician's notes of the diagnosed scans (the report step's text areas)."""
-    version = workspace.results_version
-    return [st.session_state.get(f"note_{version}_{i}", "") for i in range(len(workspace.outcomes))]
-
-
 def store_action(client: PacsClient, workspace: Workspace) -> None:
     """*Store the reports in the PACS*: a DICOM SR and a DICOM PDF per diagnosed DICOM scan, into its study."""
     dicom = [i for i, outcome in enumerate(workspace.outcomes) if outcome.is_dicom]
@@ -116,12 +110,12 @@ def store_action(client: PacsClient, workspace: Workspace) -> None:
     if st.button(f"Store the reports of {len(dicom)} DICOM scan(s) in the PACS", key="pacs_store",
                  help="A DICOM SR and a DICOM PDF per scan, filed into the scan's study (they carry its "
                       "patient identifiers, as any object of that study)."):
-        notes, stored = _notes(workspace), 0
+        stored = 0
         identifiers = bool(st.session_state.get("include_identifiers", False))
         for index in dicom:
             outcome = workspace.outcomes[index]
             try:
-                report = workspace.report(notes, include_identifiers=identifiers, only=index)
+                report = workspace.report(include_identifiers=identifiers, only=index)  # the notes kept by set_note
                 store_report(client, report, [outcome.data])
                 stored += 1
             except MedfewError as exc:
