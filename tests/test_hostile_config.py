@@ -2,22 +2,28 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from test_diagnosis import COARSE, FINE, SIZE, stripes, train_stripe_protonet
 
 from medfew.cli import main, read_config_file
 from medfew.diagnosis import DiagnosisSession
-from medfew.errors import ConfigError, ModelOutputError
+from medfew.errors import CheckpointError, ConfigError, ModelOutputError
 from medfew.messages import short_repr
 from medfew.methods import build_method
 from medfew.models import build_backbone
 from medfew.safe_yaml import MAX_DEPTH, load_user_yaml
-from medfew.training.checkpoint import Preprocessing
+from medfew.training.checkpoint import (
+    Preprocessing,
+    load_checkpoint,
+    read_checkpoint_info,
+)
 
 BILLION_LAUGHS = "\n".join(
     ["method:", "  name: protonet", "  a: &a [x, x, x, x, x, x, x, x, x, x]"]
@@ -108,3 +114,53 @@ def test_a_broken_model_never_diagnoses() -> None:
     assert not session.is_adapted
 
 
+
+
+# --- hostile checkpoint sidecars: refused by name before anything big is parsed or allocated -------------
+
+def _saved_checkpoint(tmp_path: Path) -> Path:
+    from test_checkpoint import saved
+
+    return saved(tmp_path)
+
+
+def _edit_sidecar(weights: Path, edit) -> Path:
+    sidecar = weights.with_suffix(".json")
+    raw = json.loads(sidecar.read_text())
+    edit(raw)
+    sidecar.write_text(json.dumps(raw))
+    return sidecar
+
+
+@pytest.mark.parametrize(
+    ("edit", "match"),
+    [
+        (lambda r: r["preprocessing"].update(image_size=1_000_000), r"preprocessing.image_size must be an integer in 1..1024"),
+        (lambda r: r["preprocessing"].update(channels=7), "preprocessing.channels must be 1 or 3"),
+        (lambda r: r["preprocessing"].update(normalize="x" * 10_000), "preprocessing.normalize must be one of"),
+        # a backbone 10^6 channels wide (terabytes): refused on the meta device against the stored shapes
+        (lambda r: r["backbone"]["config"].update(hidden=1_000_000), "weights do not match protonet/conv4"),
+        (lambda r: r["method"]["hyperparameters"].update(distance="x" * 10_000), "cannot rebuild protonet/conv4"),
+    ],
+    ids=["image_size", "channels", "normalize", "huge_backbone", "long_option"],
+)
+def test_hostile_sidecars_are_one_line_errors(tmp_path: Path, edit, match: str) -> None:
+    weights = _saved_checkpoint(tmp_path)
+    sidecar = _edit_sidecar(weights, edit)
+    with pytest.raises(CheckpointError, match=match) as info:
+        load_checkpoint(weights)
+    message = str(info.value)
+    assert str(sidecar.with_suffix("")) in message and "\n" not in message and len(message) < 1200
+
+
+def test_a_deeply_nested_sidecar_is_refused_by_name(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    weights = _saved_checkpoint(tmp_path)
+    sidecar = weights.with_suffix(".json")
+    sidecar.write_text(sidecar.read_text()[:-1] + ', "extra": ' + "[" * 200_000 + "]" * 200_000 + "}")
+    with pytest.raises(CheckpointError, match="nested too deeply"):
+        read_checkpoint_info(weights)
+    scan = tmp_path / "scan.png"
+    Image.fromarray(np.zeros((16, 16), np.uint8)).save(scan)
+    code = main(["diagnose", "--checkpoint", str(weights), "--support", str(tmp_path), "--query", str(scan)])
+    err = capsys.readouterr().err
+    assert code == 2 and "nested too deeply" in err and "Traceback" not in err

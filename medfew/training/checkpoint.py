@@ -14,17 +14,21 @@ resolve through it, and run directories of the older flat layout still load.
 from __future__ import annotations
 
 import json
+import math
+import warnings
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 
 from medfew import __version__
+from medfew.config import MAX_IMAGE_SIZE
 from medfew.errors import CheckpointError, MedfewError
+from medfew.messages import short_repr
 from medfew.methods.base import FewShotMethod
 from medfew.models.pretrained import sha256_file
 from medfew.training.run_store import ROLES, WEIGHTS, kill_point, read_pointer, role_of
@@ -32,6 +36,8 @@ from medfew.training.state_io import atomic_save_tensors, atomic_write_bytes
 
 FORMAT = "medfew-checkpoint"
 FORMAT_VERSION = 1
+_SIDECAR_MAX_BYTES = 16 * 2**20  # a sidecar is a few kB; refuse to parse anything near this
+_NORMALIZATIONS = ("zscore", "unit")
 _REQUIRED = ("format", "format_version", "method", "backbone", "preprocessing", "weights_sha256")
 _PICKLE_SUFFIXES = {".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".bin"}
 _SAFETENSORS_MAX_HEADER = 100_000_000
@@ -223,10 +229,7 @@ def read_checkpoint_info(spec: str | Path) -> CheckpointInfo:
     sidecar_path = weights.with_suffix(".json")
     if not sidecar_path.is_file():
         raise CheckpointError(f"{weights}: the JSON sidecar {sidecar_path.name} is missing")
-    try:
-        raw = json.loads(sidecar_path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{sidecar_path}: not valid JSON ({exc})") from exc
+    raw = _read_sidecar_json(sidecar_path)
     if not isinstance(raw, dict):
         raise CheckpointError(f"{sidecar_path}: the sidecar must be a JSON object")
     missing = [k for k in _REQUIRED if k not in raw]
@@ -243,7 +246,7 @@ def read_checkpoint_info(spec: str | Path) -> CheckpointInfo:
             method_hparams=dict(raw["method"].get("hyperparameters", {})),
             backbone=str(raw["backbone"]["name"]),
             backbone_config=dict(raw["backbone"].get("config", {})),
-            preprocessing=Preprocessing(**raw["preprocessing"]),
+            preprocessing=_preprocessing(raw["preprocessing"], sidecar_path),
             weights_sha256=str(raw["weights_sha256"]),
             class_pool=list(raw.get("class_pool", [])),
             data_provenance=list(raw.get("data_provenance", [])),
@@ -253,13 +256,45 @@ def read_checkpoint_info(spec: str | Path) -> CheckpointInfo:
             extra=dict(raw.get("extra", {})),
             calibration=_calibration(raw.get("calibration", {}), sidecar_path),
         )
-    except (KeyError, TypeError, AttributeError) as exc:
-        raise CheckpointError(f"{sidecar_path}: malformed sidecar ({exc!r})") from exc
+    except CheckpointError:
+        raise
+    except (KeyError, TypeError, AttributeError, ValueError) as exc:
+        raise CheckpointError(f"{sidecar_path}: malformed sidecar ({type(exc).__name__}: {short_repr(str(exc))})") from exc
+
+
+def _read_sidecar_json(sidecar_path: Path) -> Any:
+    """Parse a sidecar, refusing an oversized file or nesting too deep for the JSON parser."""
+    try:
+        size = sidecar_path.stat().st_size
+        if size > _SIDECAR_MAX_BYTES:
+            raise CheckpointError(f"{sidecar_path}: {size} bytes is too large for a checkpoint sidecar")
+        return json.loads(sidecar_path.read_text(encoding="utf-8"))
+    except RecursionError as exc:
+        raise CheckpointError(f"{sidecar_path}: not valid JSON (nested too deeply)") from exc
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{sidecar_path}: not valid JSON ({short_repr(str(exc))})") from exc
+
+
+def _preprocessing(raw: Any, sidecar_path: Path) -> Preprocessing:
+    """The sidecar's ``preprocessing`` block, with the bounds a config must meet (so a forged sidecar
+    cannot make the diagnosis resize an image to a terabyte)."""
+    if not isinstance(raw, dict) or set(raw) - {"image_size", "channels", "normalize"}:
+        raise CheckpointError(f"{sidecar_path}: 'preprocessing' must hold image_size, channels and normalize only")
+    size, channels = raw.get("image_size"), raw.get("channels")
+    normalize = raw.get("normalize", "zscore")
+    if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= MAX_IMAGE_SIZE:
+        raise CheckpointError(f"{sidecar_path}: preprocessing.image_size must be an integer in 1..{MAX_IMAGE_SIZE}, "
+                              f"got {short_repr(size)}")
+    if channels not in (1, 3) or isinstance(channels, bool):
+        raise CheckpointError(f"{sidecar_path}: preprocessing.channels must be 1 or 3, got {short_repr(channels)}")
+    if normalize not in _NORMALIZATIONS:
+        raise CheckpointError(f"{sidecar_path}: preprocessing.normalize must be one of {list(_NORMALIZATIONS)}, "
+                              f"got {short_repr(normalize)}")
+    return Preprocessing(size, channels, normalize)
 
 
 def _calibration(raw: Any, sidecar_path: Path) -> dict[str, Any]:
     """Validate the sidecar's ``calibration`` block (a finite, positive ``temperature`` if present)."""
-    import math
 
     if not isinstance(raw, dict):
         raise CheckpointError(f"{sidecar_path}: 'calibration' must be a JSON object")
@@ -298,9 +333,6 @@ def load_checkpoint(
         CheckpointError: Missing, corrupt (checksum), unsafe (pickle) or mismatched checkpoint.
         NonFiniteWeightsError: A weight is NaN or infinite.
     """
-    from medfew.methods import build_method
-    from medfew.models import build_backbone
-
     info = read_checkpoint_info(spec)
     _check_safetensors_header(info.path)
     actual = sha256_file(info.path)
@@ -309,6 +341,11 @@ def load_checkpoint(
             f"{info.path}: weights checksum {actual[:12]} does not match the sidecar's {info.weights_sha256[:12]} "
             "(corrupt or replaced file)"
         )
+    hparams = {**info.method_hparams, **(method_options or {})}
+    with torch.device("meta"), warnings.catch_warnings():  # shapes only: nothing is allocated yet
+        warnings.simplefilter("ignore")  # pretrained weights copied onto meta tensors (a no-op)
+        shell = _rebuild(info, hparams)
+    _check_weights_fit(info, shell, _stored_shapes(info.path))
     try:
         state = load_file(str(info.path), device=map_location)
     except (SafetensorError, OSError) as exc:
@@ -316,26 +353,49 @@ def load_checkpoint(
     bad = non_finite(state)
     if bad:
         raise NonFiniteWeightsError(f"{info.path}: {bad}; refusing to load a broken model")
+    method = _rebuild(info, hparams)
+    rebuilt, expected = pretrained_keys(method), method.state_dict()
+    method.load_state_dict({**{k: expected[k] for k in rebuilt - set(state)}, **state}, strict=True)
+    method.temperature = info.temperature
+    method.to(map_location).eval()
+    return method, info
+
+
+def _rebuild(info: CheckpointInfo, hparams: dict[str, Any]) -> FewShotMethod:
+    """The method a sidecar describes, built on the current default device."""
+    from medfew.methods import build_method
+    from medfew.models import build_backbone
+
     try:
         backbone = build_backbone(info.backbone, **info.backbone_config)
-        method = build_method(info.method, backbone, **{**info.method_hparams, **(method_options or {})})
+        return build_method(info.method, backbone, **hparams)
     except (MedfewError, TypeError) as exc:
         raise CheckpointError(f"{info.path}: cannot rebuild {info.method}/{info.backbone}: {exc}") from exc
-    rebuilt = pretrained_keys(method)
-    expected = method.state_dict()
-    missing = sorted(set(expected) - set(state) - rebuilt)
-    unexpected = sorted(set(state) - set(expected))
-    shapes = [
-        f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(expected[k].shape)}"
-        for k, v in state.items()
-        if k in expected and expected[k].shape != v.shape
-    ]
+
+
+def _stored_shapes(path: Path) -> dict[str, tuple[int, ...]]:
+    """Tensor shapes from a safetensors header (nothing is loaded)."""
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            return {k: tuple(handle.get_slice(k).get_shape()) for k in handle.keys()}  # noqa: SIM118
+    except (SafetensorError, OSError) as exc:
+        raise CheckpointError(f"{path}: cannot read the weights ({exc})") from exc
+
+
+def _check_weights_fit(info: CheckpointInfo, method: FewShotMethod, stored: dict[str, tuple[int, ...]]) -> None:
+    """Refuse weights that do not fit the method the sidecar describes (checked on the meta device,
+    before anything is allocated: a sidecar claiming a huge backbone is refused here, not by the kernel).
+
+    Raises:
+        CheckpointError: Missing, unexpected or differently shaped tensors, each named (first five).
+    """
+    expected = {k: tuple(v.shape) for k, v in method.state_dict().items()}
+    missing = sorted(set(expected) - set(stored) - pretrained_keys(method))
+    unexpected = sorted(set(stored) - set(expected))
+    shapes = [f"{k}: checkpoint {v} vs model {expected[k]}" for k, v in stored.items()
+              if k in expected and expected[k] != v]
     if missing or unexpected or shapes:
         raise CheckpointError(
             f"{info.path}: weights do not match {info.method}/{info.backbone}: "
             f"missing {missing[:5]}, unexpected {unexpected[:5]}, shapes {shapes[:5]}"
         )
-    method.load_state_dict({**{k: expected[k] for k in rebuilt - set(state)}, **state}, strict=True)
-    method.temperature = info.temperature
-    method.to(map_location).eval()
-    return method, info
