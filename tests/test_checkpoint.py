@@ -38,6 +38,22 @@ def test_round_trip_and_sidecar_content(tmp_path: Path) -> None:
     assert read_checkpoint_info(tmp_path).path == path == read_checkpoint_info(path.with_suffix(".json")).path
 
 
+def test_float64_weights_load_without_rounding(tmp_path: Path) -> None:
+    """A float64 run (the distributed parity tests use one) resumes bit for bit, not through float32."""
+    backbone = build_backbone("conv4", in_channels=1, image_size=16, hidden=8)
+    method = build_method("maml", backbone).double()
+    with torch.no_grad():
+        for parameter in method.parameters():
+            parameter.add_(1e-12)  # below float32 resolution
+    path = save_checkpoint(tmp_path / "model", method, backbone="conv4", backbone_config=backbone.config(),
+                           preprocessing=Preprocessing(16, 1, "zscore"), class_pool=["a/x"],
+                           data_provenance=[], config={}, metrics={})
+    loaded, _ = load_checkpoint(path)
+    for (name, original), (_, restored) in zip(method.state_dict().items(), loaded.state_dict().items()):
+        assert restored.dtype == original.dtype, name
+        assert torch.equal(restored, original), name
+
+
 def test_pickle_files_are_never_opened(tmp_path: Path) -> None:
     evil = tmp_path / "model.pt"
     evil.write_bytes(pickle.dumps({"x": 1}))

@@ -167,7 +167,7 @@ def test_distance_reference_flags_far_points_and_handles_single_scans() -> None:
     assert single.radius == pytest.approx(10.0)  # the distance between the two class means
 
 
-@pytest.mark.parametrize("method", ["matchingnet", "fomaml", "maml", "reptile"])
+@pytest.mark.parametrize("method", ["matchingnet", "fomaml", "maml", "l2o", "reptile"])
 def test_other_methods_diagnose_with_saliency(method: str) -> None:
     model = build_method(method, build_backbone("conv4", in_channels=3, image_size=SIZE, hidden=8))
     session = DiagnosisSession.from_method(model, Preprocessing(SIZE, 3, "zscore"))

@@ -30,7 +30,7 @@ from medfew.training.checkpoint import Preprocessing, resolve_checkpoint
 from medfew.training.distributed import DistContext, context_from_env, shard
 from medfew.training.loop import fit
 
-METHODS = ("maml", "reptile", "protonet")
+METHODS = ("maml", "l2o", "reptile", "protonet")
 WORLD = 2
 
 
@@ -59,7 +59,7 @@ def make_method(name: str):
     trajectory amplifies that rounding fast (float32, lr 0.05: 1e-7 after 2 steps, 6e-4 after 6), so
     the comparison is made in float64 with a small outer step."""
     backbone = build_backbone("conv4", in_channels=1, image_size=16, hidden=8)
-    extra = {"inner_steps": 1, "inner_lr": 0.1} if name in ("maml", "reptile") else {}
+    extra = {"inner_steps": 1, "inner_lr": 0.1} if name in ("maml", "l2o", "reptile") else {}
     return build_method(name, backbone, **extra).double(), backbone
 
 

@@ -259,7 +259,8 @@ def read_checkpoint_info(spec: str | Path) -> CheckpointInfo:
     except CheckpointError:
         raise
     except (KeyError, TypeError, AttributeError, ValueError) as exc:
-        raise CheckpointError(f"{sidecar_path}: malformed sidecar ({type(exc).__name__}: {short_repr(str(exc))})") from exc
+        reason = f"{type(exc).__name__}: {short_repr(str(exc))}"
+        raise CheckpointError(f"{sidecar_path}: malformed sidecar ({reason})") from exc
 
 
 def _read_sidecar_json(sidecar_path: Path) -> Any:
@@ -354,6 +355,9 @@ def load_checkpoint(
     if bad:
         raise NonFiniteWeightsError(f"{info.path}: {bad}; refusing to load a broken model")
     method = _rebuild(info, hparams)
+    stored_dtypes = {v.dtype for v in state.values() if v.is_floating_point()}
+    if len(stored_dtypes) == 1:  # e.g. a float64 run: resumed without rounding through float32
+        method.to(stored_dtypes.pop())
     rebuilt, expected = pretrained_keys(method), method.state_dict()
     method.load_state_dict({**{k: expected[k] for k in rebuilt - set(state)}, **state}, strict=True)
     method.temperature = info.temperature
