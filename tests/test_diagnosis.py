@@ -175,7 +175,11 @@ def test_other_methods_diagnose_with_saliency(method: str) -> None:
     for _ in range(2):
         session.add_support(stripes(FINE, rng), "fine")
         session.add_support(stripes(COARSE, rng), "coarse")
-    session.adapt()
+    steps: list[tuple[int, int]] = []
+    session.adapt(inner_progress=lambda step, total: steps.append((step, total)))
+    inner = getattr(model, "test_inner_steps", 0)  # matchingnet has no inner loop: nothing to report
+    assert steps == [(k, inner) for k in range(1, inner + 1)]  # the adapt itself, not the leave-one-out folds
+    assert getattr(model, "_on_inner_step", None) is None  # the hook lives for the adapt only
     pred = session.diagnose(stripes(FINE, rng))
     assert sum(pred.probabilities.values()) == pytest.approx(1.0)
     assert pred.saliency is not None and pred.saliency.shape == (SIZE, SIZE)

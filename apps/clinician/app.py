@@ -208,12 +208,15 @@ def adapt_step(workspace: Workspace) -> None:
         what = f"{steps} gradient steps" if steps else "class prototypes"
         bar = st.progress(0.0, text=f"Adapting {method.name} to {len(workspace.views)} scans ({what})...")
 
+        def inner_progress(step: int, steps: int) -> None:
+            bar.progress(step / steps, text=f"Adapting {method.name}: gradient step {step} of {steps}")
+
         def progress(done: int, total: int) -> None:
             bar.progress(done / total, text=f"Leave-one-out scores of the support set (they calibrate the prediction "
                                             f"sets): {done} of {total} scans")
 
         try:
-            workspace.adapt(progress)
+            workspace.adapt(progress, inner_progress=inner_progress)
         except MedfewError as exc:
             st.error(f"Adapt failed: {exc}")
         bar.empty()

@@ -268,16 +268,23 @@ class Workspace:
         """Whether the model is adapted to the current support set."""
         return self.session.is_adapted
 
-    def adapt(self, progress: Callable[[int, int], None] | None = None) -> None:
+    def adapt(
+        self,
+        progress: Callable[[int, int], None] | None = None,
+        *,
+        inner_progress: Callable[[int, int], None] | None = None,
+    ) -> None:
         """The method's own adapt and, when every class has two or more scans, the leave-one-out scores
         (computed once: they calibrate the prediction sets and give the reliability estimate).
 
         Args:
             progress: ``progress(done, total)`` during leave-one-out (one adapt per support scan for
                 methods without a faster exact version).
+            inner_progress: ``inner_progress(step, steps)`` after each inner gradient step of the
+                adapt itself (gradient-based methods).
         """
         start = time.perf_counter()
-        self.session.adapt(progress)
+        self.session.adapt(progress, inner_progress=inner_progress)
         self.adapt_seconds = time.perf_counter() - start
         self._support_changed()
         counts = self.session.support_counts()

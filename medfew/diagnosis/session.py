@@ -64,6 +64,7 @@ from medfew.evaluation.conformal import (
     min_support_for,
 )
 from medfew.methods.base import AdaptedModel, FewShotMethod
+from medfew.methods.gradient_based import reporting_inner_steps
 from medfew.training.checkpoint import CheckpointInfo, Preprocessing, load_checkpoint
 
 
@@ -264,7 +265,7 @@ class DiagnosisSession:
         """Whether ``adapt`` ran on the current support set."""
         return self._adapted is not None and self._adapted.version == self._version
 
-    def adapt(self, progress: Progress | None = None) -> None:
+    def adapt(self, progress: Progress | None = None, *, inner_progress: Progress | None = None) -> None:
         """Adapt the model to the support set, and fit the prediction sets (a no-op if already done).
 
         With ``alpha`` set and at least two scans in every class, every support scan is also scored by
@@ -274,6 +275,8 @@ class DiagnosisSession:
         Args:
             progress: ``progress(done, total)`` during leave-one-out (one adapt per support scan for
                 methods without a cheaper exact version: slow for the MAML family).
+            inner_progress: ``inner_progress(step, steps)`` after each inner gradient step of the adapt
+                itself (the MAML family, Reptile, l2o; other methods have no steps to report).
 
         Raises:
             SupportSetError: Fewer than two classes, or a class without scans.
@@ -281,7 +284,8 @@ class DiagnosisSession:
         if self.is_adapted:
             return
         images, labels = self._support_tensors(self._scans)
-        model = self._run_adapt(images, labels)
+        with reporting_inner_steps(self.method, inner_progress):
+            model = self._run_adapt(images, labels)
         with torch.no_grad():
             features = model.embed(images)
             _require_finite(model.predict(images), "scores of the support scans")

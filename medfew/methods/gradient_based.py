@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, ClassVar, NamedTuple
 
 import torch
@@ -165,6 +165,7 @@ class GradientBasedMethod(FewShotMethod):
 
     PRESET: ClassVar[dict[str, Any]] = {}  # options fixed by the method (another value is refused)
     REFUSED: ClassVar[tuple[str, ...]] = ()  # options the method does not take (not in its hyperparameters)
+    _on_inner_step: Callable[[int, int], None] | None = None  # set by :func:`reporting_inner_steps`
 
     def __init__(
         self,
@@ -326,6 +327,7 @@ class GradientBasedMethod(FewShotMethod):
             head_init=self.head,
             adapt_backbone=self.inner_params == "all",
             checkpoint=checkpoint,
+            on_step=self._on_inner_step,
         )
 
     def vectorized_batch(self, episodes: Sequence[Episode]) -> TaskBatch | None:
@@ -420,6 +422,22 @@ class GradientBasedMethod(FewShotMethod):
         if kind == "lstm":
             hp.update(lstm_hidden=self.rule_options["hidden"], lstm_preprocess_p=self.rule_options["preprocess_p"])
         return {k: v for k, v in hp.items() if k not in self.REFUSED}
+
+
+@contextlib.contextmanager
+def reporting_inner_steps(method: FewShotMethod, on_step: Callable[[int, int], None] | None) -> Iterator[None]:
+    """Within the block, ``on_step(done, steps)`` after every inner step of ``method``'s inner loop (the
+    clinician session shows the test-time adapt step by step). A method without an inner loop, or
+    ``on_step=None``: nothing is reported.
+    """
+    if on_step is None or not isinstance(method, GradientBasedMethod):
+        yield
+        return
+    previous, method._on_inner_step = method._on_inner_step, on_step
+    try:
+        yield
+    finally:
+        method._on_inner_step = previous
 
 
 def _preset_init(self: GradientBasedMethod, backbone: nn.Module, **hyperparameters: Any) -> None:

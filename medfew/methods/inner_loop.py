@@ -130,6 +130,7 @@ def adapt_task(
     head_init: str = "proto",
     adapt_backbone: bool = True,
     checkpoint: bool = False,
+    on_step: Callable[[int, int], None] | None = None,
 ) -> TaskParams:
     """Fit a linear head (and optionally the backbone) to one task by ``steps`` inner steps.
 
@@ -158,6 +159,7 @@ def adapt_task(
             (second order only: first-order steps keep no graph; not under ``vmap``, see the module
             notes).
         optimizer: The update rule (its parameters, if any, are meta-learned through the updates).
+        on_step: ``on_step(done, steps)`` after each inner step (progress reports; not under ``vmap``).
 
     Returns:
         The adapted :class:`TaskParams`.
@@ -215,11 +217,13 @@ def adapt_task(
     )
     if recompute:
         pullback = None
-    for _ in range(steps):
+    for done in range(1, steps + 1):
         inputs = (*(fast[k] for k in keys), *state_leaves, features)
         out = checkpoint_fn(step, *inputs, use_reentrant=True) if recompute else step(*inputs)
         fast, state_leaves, logits = dict(zip(keys, out[:n_fast])), list(out[n_fast:-1]), out[-1]
         pullback = None  # later steps run the forward of their own parameters
+        if on_step is not None:
+            on_step(done, steps)
     loss = F.cross_entropy(logits, labels)
     adapted = {k: fast[k] for k in params} if adapt_backbone else dict(params)
     return TaskParams(adapted, fast[HEAD_WEIGHT], fast[HEAD_BIAS], loss, logits)
