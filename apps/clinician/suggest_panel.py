@@ -93,7 +93,7 @@ def show(suggestion: Suggestion) -> None:
     rows = [{"settings": describe(c.options), "past tasks": f"{100 * c.neighbour_accuracy:.1f}%",
              "leave-one-out": f"{c.correct}/{c.total}"} for c in suggestion.checks]
     if rows:
-        st.dataframe(rows, hide_index=True, use_container_width=True)
+        st.dataframe(rows, hide_index=True, width="stretch")
     sources = ", ".join(f"{s} ({n})" for s, n in suggestion.neighbour_sources.items())
     st.caption(f"Ranked on the most similar of the model's past validation tasks: {sources}.")
 
