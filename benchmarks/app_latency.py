@@ -21,12 +21,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from medfew.data.catalog import resolve_data_root
+from medfew.data.preprocessing import Preprocessing
 from medfew.data.readers import read_medmnist
+from medfew.data.sources.catalog import resolve_data_root
 from medfew.diagnosis import DiagnosisSession
 from medfew.methods import build_method
 from medfew.models import build_backbone
-from medfew.training.checkpoint import Preprocessing
 
 PREPROCESSING = Preprocessing(image_size=28, channels=3, normalize="zscore")
 EXTRA = {"baseline": {"num_classes": 30}}

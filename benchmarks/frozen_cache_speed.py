@@ -17,9 +17,9 @@ import time
 
 import torch
 
-from medfew.data.encoded_pool import encoded_pool
-from medfew.data.pool import ImagePool
-from medfew.data.sampler import EpisodeSampler
+from medfew.data.episodes.pool import ImagePool
+from medfew.data.episodes.sampler import EpisodeSampler
+from medfew.data.sources.encoded_pool import encoded_pool
 from medfew.methods import build_method
 from medfew.models import build_backbone
 

@@ -17,7 +17,7 @@ import json
 import shutil
 from pathlib import Path
 
-from medfew.data.catalog import dataset_info
+from medfew.data.sources.catalog import dataset_info
 from medfew.models.pretrained import pinned
 from medfew.training.checkpoint import CheckpointInfo, read_checkpoint_info
 

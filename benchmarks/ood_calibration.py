@@ -19,9 +19,9 @@ from functools import partial
 import numpy as np
 import torch
 
-from medfew.data.pools import load_pools
-from medfew.data.sampler import EpisodeSampler
-from medfew.data.transforms import normalize_batch
+from medfew.data.episodes.sampler import EpisodeSampler
+from medfew.data.preprocessing import normalize_batch
+from medfew.data.sources.pools import load_pools
 from medfew.diagnosis import DistanceReference
 from medfew.training.checkpoint import load_checkpoint
 

@@ -26,9 +26,9 @@ from typing import Any
 
 import torch
 
+from medfew.calibrate import calibrate_checkpoint
 from medfew.cli import read_config_file
 from medfew.config import apply_overrides, load_config
-from medfew.calibrate import calibrate_checkpoint
 from medfew.experiment import VAL_SEED_OFFSET, EvalSource, precompute_features, run_evaluation, run_training
 
 REPO = Path(__file__).resolve().parents[1]
@@ -115,9 +115,9 @@ def validate_cell(checkpoint: str, options: dict | None, episodes: int, data_roo
     """
     from functools import partial
 
-    from medfew.data.pools import load_pools
-    from medfew.data.sampler import EpisodeSampler
-    from medfew.data.transforms import normalize_batch
+    from medfew.data.episodes.sampler import EpisodeSampler
+    from medfew.data.preprocessing import normalize_batch
+    from medfew.data.sources.pools import load_pools
     from medfew.evaluation import evaluate
     from medfew.training.checkpoint import load_checkpoint
 

@@ -11,9 +11,10 @@ import argparse
 import time
 from functools import partial
 
-from medfew.data.pools import load_pools
-from medfew.data.sampler import EpisodeSampler
-from medfew.data.transforms import build_augmentation, normalize_batch
+from medfew.data.episodes.sampler import EpisodeSampler
+from medfew.data.episodes.transforms import build_augmentation
+from medfew.data.preprocessing import normalize_batch
+from medfew.data.sources.pools import load_pools
 
 DATASETS = ["organamnist", "bloodmnist", "pneumoniamnist"]
 

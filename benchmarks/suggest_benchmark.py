@@ -34,9 +34,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from results import DOMAINS, QUERIES
 
-from medfew.data.pools import load_pool
-from medfew.data.sampler import EpisodeSampler
-from medfew.data.transforms import normalize_batch
+from medfew.data.episodes.sampler import EpisodeSampler
+from medfew.data.preprocessing import normalize_batch
+from medfew.data.sources.pools import load_pool
 from medfew.evaluation import confidence_interval_95
 from medfew.suggest import (
     describe,

@@ -18,7 +18,7 @@ import time
 
 import torch
 
-from medfew.data.episode import Episode
+from medfew.data.episodes.episode import Episode
 from medfew.methods import build_method, list_methods
 from medfew.models import build_backbone
 from medfew.training.device import move_episode

@@ -18,7 +18,6 @@ from __future__ import annotations
 import inspect
 import itertools
 from collections.abc import Callable, Sequence
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +25,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from medfew.data.pools import load_pools
-from medfew.data.sampler import EpisodeSampler
-from medfew.data.transforms import normalize_batch
+from medfew.data.episodes.sampler import EpisodeSampler
+from medfew.data.sources.pools import load_pools
 from medfew.errors import ConfigError
 from medfew.evaluation.calibration import fit_temperature
 from medfew.evaluation.metrics import expected_calibration_error
@@ -94,7 +92,7 @@ def calibrate_checkpoint(
     pools = [p.capped(int(data.get("max_per_class", 0)), seed=int(train.get("seed", 0))) for p in pools]
     spec = dict(ways=int(episode.get("ways", 5)), shots=int(shots or episode.get("shots", 5)),
                 queries=int(episode.get("queries", 15)), seed=int(train.get("seed", 0)) + CALIBRATION_SEED_OFFSET)
-    normalize = partial(normalize_batch, mode=prep.normalize)
+    normalize = prep.normalize_batch
     sampler = EpisodeSampler(pools, too_few="skip", allow_fewer_ways=True, normalize=normalize, **spec)
     candidates = candidate_options(info.method, depths)
     methods = [load_checkpoint(checkpoint, method_options=options)[0] for options in candidates]

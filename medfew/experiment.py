@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import inspect
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -17,18 +16,19 @@ import torch
 
 from medfew import __version__
 from medfew.config import ExperimentConfig
-from medfew.data.encoded_pool import encoded_pool
-from medfew.data.pool import ImagePool
-from medfew.data.pools import load_pool, load_pools
-from medfew.data.sampler import EpisodeSampler
-from medfew.data.transforms import build_augmentation, normalize_batch
+from medfew.data.episodes.pool import ImagePool
+from medfew.data.episodes.sampler import EpisodeSampler
+from medfew.data.episodes.transforms import build_augmentation
+from medfew.data.preprocessing import Preprocessing
+from medfew.data.sources.encoded_pool import encoded_pool
+from medfew.data.sources.pools import load_pool, load_pools
 from medfew.errors import ConfigError
 from medfew.evaluation import EvaluationSummary, build_baseline, evaluate
 from medfew.methods import build_method
 from medfew.methods.base import FewShotMethod
 from medfew.models import build_backbone
 from medfew.models.precomputed import PrecomputedFeatures, encode_with_flip
-from medfew.training.checkpoint import Preprocessing, load_checkpoint
+from medfew.training.checkpoint import load_checkpoint
 from medfew.training.device import episodes_on_device, resolve_device
 from medfew.training.distributed import init_distributed, rank_device
 from medfew.training.loop import FitResult, fit
@@ -100,7 +100,8 @@ def run_training(
                    for p in load_pools(list(data.train), split=data.train_split, **pool_args)]
     val_pools = [p.capped(data.max_per_class, seed=train.seed)
                  for p in (load_pools(list(data.val), split=data.val_split, **pool_args) if data.val else [])]
-    normalize = partial(normalize_batch, mode=data.normalize)
+    prep = Preprocessing(data.image_size, data.channels, data.normalize)
+    normalize = prep.normalize_batch
     sampler_args = dict(ways=ep.ways, shots=ep.shots, queries=ep.queries, too_few="skip",
                         allow_fewer_ways=data.allow_fewer_ways, mix_domains=data.mix_domains, normalize=normalize)
     augment = None if data.augment == "none" else build_augmentation(data.augment, seed=train.seed)
@@ -127,7 +128,7 @@ def run_training(
     meta = dict(
         backbone=config.backbone.name,
         backbone_config=backbone_config,
-        preprocessing=Preprocessing(data.image_size, data.channels, data.normalize),
+        preprocessing=prep,
         class_pool=list(train_sampler.class_vocabulary),
         data_provenance=[dict(p.provenance, name=p.name, split=p.split) for p in train_pools + val_pools],
         config=config.to_dict(),
@@ -250,7 +251,7 @@ def run_evaluation(
     pool = load_pool(source.resolve(), split=source.split, data_root=data_root,
                      image_size=prep.image_size, channels=prep.channels, progress=progress,
                      on_error="raise" if strict else "skip")
-    normalize: Any = partial(normalize_batch, mode=prep.normalize)
+    normalize: Any = prep.normalize_batch
     if checkpoint is not None and model.reads_fixed_features:
         [pool] = precompute_features(model, [pool], normalize, signature=info.weights_sha256, progress=progress)
         normalize = None

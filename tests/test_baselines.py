@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from medfew.data.episode import Episode
-from medfew.data.pool import ImagePool
-from medfew.data.sampler import EpisodeSampler
+from medfew.data.episodes.episode import Episode
+from medfew.data.episodes.pool import ImagePool
+from medfew.data.episodes.sampler import EpisodeSampler
 from medfew.errors import ConfigError, EpisodeError, RegistryError
 from medfew.evaluation import (
     Baseline,

@@ -6,13 +6,12 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import REPO_ROOT
 
 from medfew.calibrate import calibrate_checkpoint, candidate_options
 from medfew.cli import main
 from medfew.errors import CheckpointError, ConfigError
 from medfew.training.checkpoint import load_checkpoint, resolve_checkpoint, update_sidecar
-
-from conftest import REPO_ROOT
 
 TINY = ["--set", "train.steps=2", "--set", "train.meta_batch=1", "--set", "train.eval_every=2",
         "--set", "train.eval_episodes=2", "--set", "episode.queries=3", "--quiet", "--device", "cpu"]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from medfew.data.catalog import (
+from medfew.data.sources.catalog import (
     DatasetInfo,
     dataset_info,
     is_catalog_name,

@@ -9,10 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from medfew.data.preprocessing import Preprocessing
 from medfew.errors import CheckpointError
 from medfew.methods import build_method
 from medfew.models import build_backbone
-from medfew.training.checkpoint import Preprocessing, load_checkpoint, read_checkpoint_info, save_checkpoint
+from medfew.training.checkpoint import load_checkpoint, read_checkpoint_info, save_checkpoint
 
 
 def saved(tmp_path: Path, name: str = "protonet") -> Path:

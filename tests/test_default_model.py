@@ -49,7 +49,7 @@ def test_default_model_beats_chance_on_a_held_out_domain(data_root: Path, capsys
 def test_default_model_evaluates_a_full_resolution_folder_with_confidence_figures(
     data_root: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from medfew.data.pools import load_pool
+    from medfew.data.sources.pools import load_pool
 
     folder = data_root / "covid_chestxray_ieee8023_rare"  # class-per-folder PNG/JPEGs at full resolution
     code = main(["evaluate", "--checkpoint", "default", "--folder", str(folder), "--ways", "3", "--shots", "5",

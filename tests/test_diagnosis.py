@@ -16,8 +16,8 @@ from PIL import Image
 from synthetic import FAKE_PATIENT_ID, FAKE_PATIENT_NAME, write_dicom
 from torch import nn
 
-from medfew.data.episode import Episode
-from medfew.data.transforms import normalize_batch
+from medfew.data.episodes.episode import Episode
+from medfew.data.preprocessing import Preprocessing, normalize_batch
 from medfew.diagnosis import (
     SALIENCY_CAVEAT,
     DiagnosisSession,
@@ -29,7 +29,7 @@ from medfew.diagnosis import (
 from medfew.errors import ConfigError, ImageInputError, NotAdaptedError, SupportSetError
 from medfew.methods import build_method
 from medfew.models import build_backbone
-from medfew.training.checkpoint import Preprocessing, save_checkpoint
+from medfew.training.checkpoint import save_checkpoint
 
 SIZE = 28
 FINE, COARSE = 4, 14

@@ -13,11 +13,10 @@ from pydicom.dataset import Dataset
 from pydicom.encaps import encapsulate
 from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian
+from synthetic import write_dicom
 
 from medfew.data.readers import DicomMetadata, read_dicom_metadata
 from medfew.errors import ImageReadError
-
-from synthetic import write_dicom
 
 PHI = {
     "PatientName": "Doe^Jane^Q",

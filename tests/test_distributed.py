@@ -20,13 +20,13 @@ import torch.multiprocessing as mp
 from safetensors.torch import load_file, save_file
 
 from medfew.config import TrainConfig
-from medfew.data.pool import ImagePool
-from medfew.data.sampler import EpisodeSampler
-from medfew.data.transforms import normalize_batch
+from medfew.data.episodes.pool import ImagePool
+from medfew.data.episodes.sampler import EpisodeSampler
+from medfew.data.preprocessing import Preprocessing, normalize_batch
 from medfew.errors import ConfigError
 from medfew.methods import build_method
 from medfew.models import build_backbone
-from medfew.training.checkpoint import Preprocessing, resolve_checkpoint
+from medfew.training.checkpoint import resolve_checkpoint
 from medfew.training.distributed import DistContext, context_from_env, shard
 from medfew.training.loop import fit
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from medfew.data.episode import Episode
+from medfew.data.episodes.episode import Episode
 from medfew.errors import EpisodeError
 
 

@@ -12,9 +12,9 @@ import torch
 from sklearn.metrics import balanced_accuracy_score, log_loss, roc_auc_score
 from torch import nn
 
-from medfew.data.episode import Episode
-from medfew.data.pool import ImagePool
-from medfew.data.sampler import EpisodeSampler
+from medfew.data.episodes.episode import Episode
+from medfew.data.episodes.pool import ImagePool
+from medfew.data.episodes.sampler import EpisodeSampler
 from medfew.errors import ConfigError, EpisodeError
 from medfew.evaluation import (
     EpisodeMetrics,

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from medfew.data.fetch import fetch_datasets
-from medfew.data.pools import clear_memory_cache, load_pool
+from medfew.data.sources.fetch import fetch_datasets
+from medfew.data.sources.pools import clear_memory_cache, load_pool
 from medfew.errors import ConfigError, DatasetNotFoundError, MedfewError, RegistryError
 
 REPO_MANIFESTS = Path(__file__).resolve().parents[1] / "data_manifests"

@@ -137,7 +137,7 @@ def test_finetune_settings_round_trip_through_hyperparameters() -> None:
 
 @pytest.mark.parametrize(("name", "extra"), [("protonet", {}), ("matchingnet", {}), ("baseline", {"num_classes": 4})])
 def test_every_embedding_method_offers_the_finetune_head(name: str, extra: dict) -> None:
-    from medfew.data.episode import Episode
+    from medfew.data.episodes.episode import Episode
 
     torch.manual_seed(0)
     backbone = build_backbone("conv4", in_channels=1, image_size=SIZE, hidden=8)

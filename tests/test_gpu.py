@@ -12,13 +12,14 @@ import pytest
 import torch
 
 from medfew.config import TrainConfig
-from medfew.data.pool import ImagePool
-from medfew.data.sampler import EpisodeSampler
-from medfew.data.transforms import build_augmentation, normalize_batch
+from medfew.data.episodes.pool import ImagePool
+from medfew.data.episodes.sampler import EpisodeSampler
+from medfew.data.episodes.transforms import build_augmentation
+from medfew.data.preprocessing import Preprocessing, normalize_batch
 from medfew.errors import ConfigError, EpisodeError
 from medfew.methods import build_method
 from medfew.models import build_backbone
-from medfew.training.checkpoint import Preprocessing, resolve_checkpoint
+from medfew.training.checkpoint import resolve_checkpoint
 from medfew.training.device import episodes_on_device, move_episode
 from medfew.training.loop import fit
 

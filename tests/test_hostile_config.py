@@ -13,6 +13,7 @@ from PIL import Image
 from test_diagnosis import COARSE, FINE, SIZE, stripes, train_stripe_protonet
 
 from medfew.cli import main, read_config_file
+from medfew.data.preprocessing import Preprocessing
 from medfew.diagnosis import DiagnosisSession
 from medfew.errors import CheckpointError, ConfigError, ModelOutputError
 from medfew.messages import short_repr
@@ -20,7 +21,6 @@ from medfew.methods import build_method
 from medfew.models import build_backbone
 from medfew.safe_yaml import MAX_DEPTH, load_user_yaml
 from medfew.training.checkpoint import (
-    Preprocessing,
     load_checkpoint,
     read_checkpoint_info,
 )

@@ -32,13 +32,12 @@ from pydicom.uid import (
     JPEGLSLossless,
     RLELossless,
 )
+from synthetic import dicom_dataset, save_dicom
 
 from medfew.data.readers import load_image, load_image_bytes
 from medfew.data.readers.codestream import FrameHeader, read_frame_header
 from medfew.diagnosis import expand_class_zip, load_input
 from medfew.errors import ImageReadError, ImageTooLargeError, UnsupportedCompressionError
-
-from synthetic import dicom_dataset, save_dicom
 
 # --- builders ---------------------------------------------------------------------------------------
 

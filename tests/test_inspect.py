@@ -8,12 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from medfew.data.catalog import dataset_info
-from medfew.data.inspect import InspectionReport, inspect_path
-from medfew.errors import DatasetNotFoundError, ManifestError
-
 from synthetic import write_dicom, write_image
+
+from medfew.data.sources.catalog import dataset_info
+from medfew.data.sources.inspect import InspectionReport, inspect_path
+from medfew.errors import DatasetNotFoundError, ManifestError
 
 
 @pytest.fixture

@@ -8,11 +8,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import REPO_ROOT
 from torch import nn
 
 from medfew.cli import main, read_config_file
 from medfew.config import load_config
-from medfew.data.episode import Episode
+from medfew.data.episodes.episode import Episode
 from medfew.errors import ConfigError
 from medfew.experiment import run_training
 from medfew.methods import build_method
@@ -21,8 +22,6 @@ from medfew.methods.inner_optimizers import INNER_OPTIMIZERS, SGD, InnerOptimize
 from medfew.methods.lstm_optimizer import LSTMOptimizer, preprocess_gradients
 from medfew.models import build_backbone
 from medfew.training.checkpoint import load_checkpoint
-
-from conftest import REPO_ROOT
 
 SIZE = 16
 

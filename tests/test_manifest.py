@@ -7,9 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from synthetic import write_dicom, write_png
 
-from medfew.data.catalog import dataset_info
-from medfew.data.manifest import (
+from medfew.data.sources.catalog import dataset_info
+from medfew.data.sources.manifest import (
     Manifest,
     ManifestRow,
     classify_file,
@@ -18,8 +19,6 @@ from medfew.data.manifest import (
     manifest_from_folder,
 )
 from medfew.errors import DatasetNotFoundError, ManifestError
-
-from synthetic import write_dicom, write_png
 
 REPO_MANIFESTS = Path(__file__).resolve().parents[1] / "data_manifests"
 

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from medfew.data.episode import Episode
+from medfew.data.episodes.episode import Episode
 from medfew.errors import ConfigError, EpisodeError, RegistryError
 from medfew.methods import build_method, list_methods, method_class
 from medfew.methods.base import FewShotMethod, support_classes

@@ -11,7 +11,8 @@ import torch.nn.functional as F
 from sklearn.linear_model import LogisticRegression
 from torch import nn
 
-from medfew.data.episode import Episode
+from medfew.data.episodes.episode import Episode
+from medfew.data.preprocessing import Preprocessing
 from medfew.errors import ConfigError
 from medfew.methods import build_method
 from medfew.methods.functional import transform_features
@@ -21,7 +22,7 @@ from medfew.methods.protonet import (
     fit_logistic_head,
 )
 from medfew.models import build_backbone
-from medfew.training.checkpoint import Preprocessing, load_checkpoint, save_checkpoint
+from medfew.training.checkpoint import load_checkpoint, save_checkpoint
 
 SIZE = 28
 

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 from torch.func import vmap
 
-from medfew.data.episode import Episode
+from medfew.data.episodes.episode import Episode
 from medfew.errors import ConfigError
 from medfew.methods import build_method
 from medfew.methods.functional import prototypes, squared_euclidean

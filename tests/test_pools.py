@@ -10,13 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
-from medfew.data.catalog import dataset_info
-from medfew.data.pool import ImagePool
-from medfew.data.pools import cache_dir, cache_stats, clear_memory_cache, load_pool, load_pools
-from medfew.errors import ConfigError, DatasetNotFoundError, ImageReadError, ManifestError, MedfewError
-
 from synthetic import write_png
+
+from medfew.data.episodes.pool import ImagePool
+from medfew.data.sources.catalog import dataset_info
+from medfew.data.sources.pools import cache_dir, cache_stats, clear_memory_cache, load_pool, load_pools
+from medfew.errors import ConfigError, DatasetNotFoundError, ImageReadError, ManifestError, MedfewError
 
 MEDMNIST = ["bloodmnist", "breastmnist", "organamnist", "pneumoniamnist", "retinamnist"]
 
@@ -338,7 +337,7 @@ def test_cache_false_builds_every_time(tmp_path: Path, _isolated_cache: Path) ->
 
 
 def test_capped_keeps_a_seeded_subset_per_class_in_pool_order() -> None:
-    from medfew.data.pool import ImagePool
+    from medfew.data.episodes.pool import ImagePool
     from medfew.errors import MedfewError
 
     labels = torch.tensor([0] * 10 + [1] * 3)

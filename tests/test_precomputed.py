@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from medfew.data.encoded_pool import encoded_pool
-from medfew.data.pool import ImagePool
-from medfew.data.sampler import EpisodeSampler
-from medfew.data.transforms import normalize_batch
+from medfew.data.episodes.pool import ImagePool
+from medfew.data.episodes.sampler import EpisodeSampler
+from medfew.data.preprocessing import normalize_batch
+from medfew.data.sources.encoded_pool import encoded_pool
 from medfew.errors import ConfigError
 from medfew.evaluation import evaluate
 from medfew.experiment import precompute_features

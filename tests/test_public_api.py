@@ -45,7 +45,8 @@ def test_import_medfew_does_not_import_torch_or_streamlit() -> None:
     assert out.split() == ["False", "False"]
 
 
-@pytest.mark.parametrize("package", ["medfew", "medfew.data", "medfew.training"])
+@pytest.mark.parametrize("package", ["medfew", "medfew.data", "medfew.data.sources", "medfew.data.episodes",
+                                     "medfew.training"])
 def test_lazy_packages_export_exactly_what_they_map(package: str) -> None:
     module = importlib.import_module(package)
     assert set(module.__all__) - {"__version__"} == set(module._WHERE)

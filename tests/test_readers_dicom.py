@@ -18,6 +18,7 @@ from pydicom.uid import (
     RLELossless,
     SecondaryCaptureImageStorage,
 )
+from synthetic import dicom_dataset, save_dicom
 
 from medfew.data.readers import WINDOW_PRESETS, Window, load_image, load_image_bytes, sniff_format
 from medfew.errors import (
@@ -27,8 +28,6 @@ from medfew.errors import (
     ImageTooSmallError,
     UnsupportedCompressionError,
 )
-
-from synthetic import dicom_dataset, save_dicom
 
 
 def hu_ramp(rows: int = 16, cols: int = 16) -> np.ndarray:

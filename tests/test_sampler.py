@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from medfew.data.episode import Episode
-from medfew.data.pool import ImagePool
-from medfew.data.sampler import EpisodeSampler
+from medfew.data.episodes.episode import Episode
+from medfew.data.episodes.pool import ImagePool
+from medfew.data.episodes.sampler import EpisodeSampler
 from medfew.errors import EpisodeError, NotEnoughImagesError
 
 
@@ -213,7 +213,7 @@ def _reference_capacity(groups: list, shots: int) -> int:
 def test_vectorised_draw_matches_the_plain_loop(grouping: str, shots: int, queries: int) -> None:
     import numpy as np
 
-    from medfew.data.sampler import _ClassIndex
+    from medfew.data.episodes.sampler import _ClassIndex
 
     counts = [25, 9, 40, 0, 2]  # an empty class and one too small for most draws
     pool = make_pool(counts, groups_per_class={"none": None, "patients": 4, "one_image_per_patient": 100}[grouping])

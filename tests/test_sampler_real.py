@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from medfew.data.pools import load_pool
-from medfew.data.sampler import EpisodeSampler
-from medfew.data.transforms import normalize_batch
+from medfew.data.episodes.sampler import EpisodeSampler
+from medfew.data.preprocessing import normalize_batch
+from medfew.data.sources.pools import load_pool
 from medfew.errors import NotEnoughImagesError
 
 

@@ -14,7 +14,8 @@ from PIL import Image
 from torch import nn
 
 from medfew.cli import main
-from medfew.data.episode import Episode
+from medfew.data.episodes.episode import Episode
+from medfew.data.preprocessing import Preprocessing
 from medfew.evaluation import evaluate
 from medfew.methods import build_method
 from medfew.models import build_backbone
@@ -34,7 +35,6 @@ from medfew.suggest.build import episode_descriptor
 from medfew.suggest.loo import pick
 from medfew.suggest.recorder import EvaluationRecorder
 from medfew.training.checkpoint import (
-    Preprocessing,
     read_checkpoint_info,
     save_checkpoint,
 )

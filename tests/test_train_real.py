@@ -7,11 +7,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import REPO_ROOT
 
 from medfew.cli import main
 from medfew.training.checkpoint import resolve_checkpoint
-
-from conftest import REPO_ROOT
 
 CONFIGS = sorted((REPO_ROOT / "configs").glob("*.yaml"))
 FEW_STEPS = ["--set", "train.steps=2", "--set", "train.meta_batch=1", "--set", "train.eval_every=2",

@@ -10,12 +10,12 @@ import pytest
 import torch
 
 from medfew.config import TrainConfig
-from medfew.data.pool import ImagePool
-from medfew.data.sampler import EpisodeSampler
-from medfew.data.transforms import normalize_batch
+from medfew.data.episodes.pool import ImagePool
+from medfew.data.episodes.sampler import EpisodeSampler
+from medfew.data.preprocessing import Preprocessing, normalize_batch
 from medfew.methods import build_method, list_methods
 from medfew.models import build_backbone
-from medfew.training.checkpoint import Preprocessing, load_checkpoint
+from medfew.training.checkpoint import load_checkpoint
 from medfew.training.loop import fit
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-
 from pathlib import Path
 
 import numpy as np
@@ -11,9 +10,10 @@ import pytest
 import torch
 from monai.transforms import NormalizeIntensity
 
-from medfew.data import transforms
+from medfew.data.episodes import transforms
+from medfew.data.episodes.transforms import build_augmentation
+from medfew.data.preprocessing import normalize_batch, preprocess_batch, preprocess_image
 from medfew.data.readers import read_medmnist
-from medfew.data.transforms import build_augmentation, normalize_batch, preprocess_batch, preprocess_image
 from medfew.errors import ConfigError
 
 # --- preprocess_image -----------------------------------------------------------------------------

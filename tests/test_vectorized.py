@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from medfew.data.episode import Episode
+from medfew.data.episodes.episode import Episode
 from medfew.errors import ConfigError
 from medfew.methods import build_method
 from medfew.methods.gradient_based import TaskBatch

@@ -44,9 +44,10 @@ def measure_sampler_share(data_root: str | None, *, steps: int = 8, warmup: int 
     Returns:
         ``{"setup": ..., "methods": {name: {"sampler_s", "step_s", "share_percent", ...}}}``.
     """
-    from medfew.data.pools import load_pools
-    from medfew.data.sampler import EpisodeSampler
-    from medfew.data.transforms import build_augmentation, normalize_batch
+    from medfew.data.episodes.sampler import EpisodeSampler
+    from medfew.data.episodes.transforms import build_augmentation
+    from medfew.data.preprocessing import normalize_batch
+    from medfew.data.sources.pools import load_pools
     from medfew.methods import build_method
     from medfew.models import build_backbone
 

@@ -146,7 +146,7 @@ def _easyfsl(case: Case, algorithm: str) -> Side:
 
 
 def _medfew(case: Case, method_name: str) -> Side:
-    from medfew.data.episode import Episode
+    from medfew.data.episodes.episode import Episode
     from medfew.methods import build_method
     from medfew.models import build_backbone
 

@@ -1,4 +1,6 @@
-"""medfew.data: image readers, dataset catalogue and manifests, image pools, episodes and their sampler."""
+"""medfew.data: image readers (``readers``), preprocessing, where images come from (``sources``: catalogue,
+manifests, fetch, inspection, image pools) and what training consumes (``episodes``: pools, episodes,
+their sampler, augmentation)."""
 
 from __future__ import annotations
 
@@ -7,19 +9,20 @@ from medfew._exports import lazy_exports
 _WHERE = {
     "load_image": "medfew.data.readers",
     "read_dicom_metadata": "medfew.data.readers",
-    "DatasetInfo": "medfew.data.catalog",
-    "dataset_info": "medfew.data.catalog",
-    "list_datasets": "medfew.data.catalog",
-    "resolve_data_root": "medfew.data.catalog",
-    "Manifest": "medfew.data.manifest",
-    "manifest_from_folder": "medfew.data.manifest",
-    "ImagePool": "medfew.data.pool",
-    "load_pool": "medfew.data.pools",
-    "load_pools": "medfew.data.pools",
-    "Episode": "medfew.data.episode",
-    "EpisodeSampler": "medfew.data.sampler",
-    "normalize_batch": "medfew.data.transforms",
-    "build_augmentation": "medfew.data.transforms",
+    "DatasetInfo": "medfew.data.sources.catalog",
+    "dataset_info": "medfew.data.sources.catalog",
+    "list_datasets": "medfew.data.sources.catalog",
+    "resolve_data_root": "medfew.data.sources.catalog",
+    "Manifest": "medfew.data.sources.manifest",
+    "manifest_from_folder": "medfew.data.sources.manifest",
+    "ImagePool": "medfew.data.episodes.pool",
+    "load_pool": "medfew.data.sources.pools",
+    "load_pools": "medfew.data.sources.pools",
+    "Episode": "medfew.data.episodes.episode",
+    "EpisodeSampler": "medfew.data.episodes.sampler",
+    "Preprocessing": "medfew.data.preprocessing",
+    "normalize_batch": "medfew.data.preprocessing",
+    "build_augmentation": "medfew.data.episodes.transforms",
 }
 
 __all__ = [
@@ -28,6 +31,7 @@ __all__ = [
     "EpisodeSampler",
     "ImagePool",
     "Manifest",
+    "Preprocessing",
     "build_augmentation",
     "dataset_info",
     "list_datasets",

@@ -35,8 +35,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from medfew.data.preprocessing import Preprocessing
 from medfew.data.readers import Window
-from medfew.data.transforms import normalize_batch, preprocess_image
 from medfew.diagnosis.inputs import ImageInput, LoadedImage, load_input
 from medfew.diagnosis.prediction import LeaveOneOutResult, Prediction
 from medfew.diagnosis.saliency import SALIENCY_CAVEAT, SaliencyMapper
@@ -65,7 +65,7 @@ from medfew.evaluation.conformal import (
 )
 from medfew.methods.base import AdaptedModel, FewShotMethod
 from medfew.methods.gradient_based import reporting_inner_steps
-from medfew.training.checkpoint import CheckpointInfo, Preprocessing, load_checkpoint
+from medfew.training.checkpoint import CheckpointInfo, load_checkpoint
 
 
 @dataclass(frozen=True)
@@ -447,11 +447,10 @@ class DiagnosisSession:
         return index
 
     def _model_input(self, loaded: LoadedImage) -> torch.Tensor:
-        prep = self.preprocessing
-        return preprocess_image(loaded.pixels, image_size=prep.image_size, channels=prep.channels)
+        return self.preprocessing.prepare(loaded.pixels)
 
     def _normalize(self, batch: torch.Tensor) -> torch.Tensor:
-        return normalize_batch(batch.to(self.device), self.preprocessing.normalize)
+        return self.preprocessing.normalize_batch(batch.to(self.device))
 
     def _check_classes(self, counts: dict[str, int]) -> None:
         if len(counts) < 2:

@@ -12,7 +12,6 @@ closed form, from the centroid of a class without one image; logistic regression
 from __future__ import annotations
 
 import warnings
-
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 

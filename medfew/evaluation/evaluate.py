@@ -28,7 +28,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from medfew.data.episode import Episode
+from medfew.data.episodes.episode import Episode
 from medfew.errors import ConfigError, EpisodeError
 from medfew.evaluation.calibration import check_temperature
 from medfew.evaluation.conformal import (
@@ -294,7 +294,7 @@ def compare(
 
     Args:
         methods: Name -> method or baseline (``nn.Module`` methods already on ``device``).
-        sampler: Has ``sample(index) -> Episode`` (e.g. ``medfew.data.sampler.EpisodeSampler``).
+        sampler: Has ``sample(index) -> Episode`` (e.g. ``medfew.data.episodes.sampler.EpisodeSampler``).
         n_episodes: Number of episodes.
         start: First episode index.
         device: Where the episodes are moved.

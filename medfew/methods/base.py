@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from medfew.data.episode import Episode
+from medfew.data.episodes.episode import Episode
 from medfew.errors import EpisodeError
 
 

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from medfew.data.episode import Episode
+from medfew.data.episodes.episode import Episode
 from medfew.errors import EpisodeError
 from medfew.methods.base import AdaptedModel, FewShotMethod, support_classes
 from medfew.methods.finetune import FineTunableHead, adam_steps, finetuned_classifier
@@ -19,6 +19,7 @@ from medfew.methods.heads import LinearHeadClassifier
 from medfew.methods.inner_loop import gradients_enabled
 from medfew.methods.registry import register_method
 from medfew.models.checks import check_int, check_positive
+
 
 class CosineClassifier(AdaptedModel):
     """``scale * cos(f(x), w_c)`` with a fitted, frozen weight ``w`` ``(N, D)``."""

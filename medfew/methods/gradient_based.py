@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, vmap
 
-from medfew.data.episode import Episode
+from medfew.data.episodes.episode import Episode
 from medfew.errors import ConfigError
 from medfew.messages import short_repr
 from medfew.methods.base import AdaptedModel, FewShotMethod, StepOutput, support_classes

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from medfew.data.episode import Episode
+from medfew.data.episodes.episode import Episode
 from medfew.errors import ConfigError
 from medfew.methods.base import AdaptedModel, FewShotMethod, support_classes
 from medfew.methods.finetune import FineTunableHead, finetuned_classifier

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from medfew.data.episode import Episode
+from medfew.data.episodes.episode import Episode
 from medfew.methods.base import FewShotMethod, check_leave_one_out, support_classes
 from medfew.methods.finetune import FineTunableHead, finetuned_classifier, head_on_features, support_features
 from medfew.methods.functional import FEATURE_TRANSFORMS, prototypes, transform_features

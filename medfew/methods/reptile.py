@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch.func import vmap
 
-from medfew.data.episode import Episode
+from medfew.data.episodes.episode import Episode
 from medfew.methods.base import StepOutput
 from medfew.methods.functional import accuracy
 from medfew.methods.gradient_based import GradientBasedMethod, TaskBatch

@@ -30,7 +30,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from medfew.data.atomic import atomic_save_tensors, atomic_write_bytes
-from medfew.data.pool_cache import cache_dir
+from medfew.data.sources.pool_cache import cache_dir
 from medfew.errors import CheckpointError, ConfigError
 
 logger = logging.getLogger(__name__)

@@ -238,7 +238,7 @@ def training_domains(data_provenance: Sequence[Any]) -> tuple[tuple[str, ...], t
     Returns:
         ``(names, modalities)`` in first-seen order; a name outside the catalogue adds no modality.
     """
-    from medfew.data.catalog import dataset_info, is_catalog_name
+    from medfew.data.sources.catalog import dataset_info, is_catalog_name
 
     names = tuple(dict.fromkeys(
         str(d["name"]) for d in data_provenance if isinstance(d, dict) and isinstance(d.get("name"), str) and d["name"]

@@ -11,18 +11,16 @@ from __future__ import annotations
 import copy
 import dataclasses
 from collections.abc import Callable, Sequence
-from functools import partial
 from pathlib import Path
 from typing import Any
 
 import torch
 from tqdm.auto import tqdm
 
-from medfew.data.episode import Episode
-from medfew.data.pool import ImagePool
-from medfew.data.pools import load_pools
-from medfew.data.sampler import EpisodeSampler
-from medfew.data.transforms import normalize_batch
+from medfew.data.episodes.episode import Episode
+from medfew.data.episodes.pool import ImagePool
+from medfew.data.episodes.sampler import EpisodeSampler
+from medfew.data.sources.pools import load_pools
 from medfew.errors import ConfigError
 from medfew.evaluation import query_logits
 from medfew.experiment import precompute_features, read_precomputed
@@ -79,7 +77,7 @@ def build_meta_dataset(
     pools = load_pools(list(data["val"]), split=split, data_root=data_root, image_size=prep.image_size,
                        channels=prep.channels, progress=progress)
     pools = [p.capped(int(data.get("max_per_class", 0)), seed=seed) for p in pools]
-    normalize = partial(normalize_batch, mode=prep.normalize)
+    normalize = prep.normalize_batch
     grid = configuration_grid(info.method, info.method_hparams, depths)
     methods, encoded_base, encoded = fixed_feature_methods(base, grid, pools, normalize, info.weights_sha256, progress)
     meta = MetaDataset(weights_sha256=info.weights_sha256, configurations=grid, provenance={

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from medfew.data.episode import Episode
+from medfew.data.episodes.episode import Episode
 from medfew.errors import CheckpointError
 from medfew.evaluation.metrics import EpisodeMetrics
 from medfew.methods.base import FewShotMethod

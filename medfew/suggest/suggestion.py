@@ -19,8 +19,8 @@ from typing import Any
 
 import torch
 
-from medfew.data.manifest import manifest_from_folder
-from medfew.data.transforms import normalize_batch, preprocess_image
+from medfew.data.preprocessing import Preprocessing
+from medfew.data.sources.manifest import manifest_from_folder
 from medfew.diagnosis import load_input
 from medfew.errors import ImageReadError, MedfewError, SupportSetError
 from medfew.methods.base import FewShotMethod, support_classes
@@ -34,7 +34,7 @@ from medfew.suggest.retrieval import (
     nearest_tasks,
     rank_configurations,
 )
-from medfew.training.checkpoint import Preprocessing, load_checkpoint
+from medfew.training.checkpoint import load_checkpoint
 
 DEFAULT_TOP = 3
 MIN_PER_CLASS = 2
@@ -151,7 +151,7 @@ def load_support_folder(folder: str | Path, preprocessing: Preprocessing) -> tup
     for row in manifest.rows:
         try:
             pixels = load_input(row.path).pixels
-            images.append(preprocess_image(pixels, image_size=preprocessing.image_size, channels=preprocessing.channels))
+            images.append(preprocessing.prepare(pixels))
             labels.append(manifest.label_index(row))
         except MedfewError as error:
             problems.append((str(row.path), getattr(error, "reason", str(error))[:200]))
@@ -183,6 +183,6 @@ def suggest_for_folder(
     base, info = load_checkpoint(checkpoint)
     meta = load_for_checkpoint(checkpoint, info.weights_sha256)
     images, labels, _ = load_support_folder(folder, info.preprocessing)
-    inputs = normalize_batch(images, info.preprocessing.normalize)
+    inputs = info.preprocessing.normalize_batch(images)
     return suggest_settings(base.eval(), meta, images=images, model_inputs=inputs, labels=labels, top=top,
                             neighbours=neighbours)

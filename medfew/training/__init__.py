@@ -8,7 +8,7 @@ _WHERE = {
     "fit": "medfew.training.loop",
     "FitResult": "medfew.training.loop",
     "CheckpointInfo": "medfew.training.checkpoint",
-    "Preprocessing": "medfew.training.checkpoint",
+    "Preprocessing": "medfew.data.preprocessing",
     "load_checkpoint": "medfew.training.checkpoint",
     "save_checkpoint": "medfew.training.checkpoint",
     "read_checkpoint_info": "medfew.training.checkpoint",

@@ -27,6 +27,7 @@ from safetensors.torch import load_file
 
 from medfew import __version__
 from medfew.config import MAX_IMAGE_SIZE
+from medfew.data.preprocessing import NORMALIZE_MODES, Preprocessing
 from medfew.errors import CheckpointError, MedfewError
 from medfew.messages import short_repr
 from medfew.methods.base import FewShotMethod
@@ -37,7 +38,6 @@ from medfew.training.state_io import atomic_save_tensors, atomic_write_bytes
 FORMAT = "medfew-checkpoint"
 FORMAT_VERSION = 1
 _SIDECAR_MAX_BYTES = 16 * 2**20  # a sidecar is a few kB; refuse to parse anything near this
-_NORMALIZATIONS = ("zscore", "unit")
 _REQUIRED = ("format", "format_version", "method", "backbone", "preprocessing", "weights_sha256")
 _PICKLE_SUFFIXES = {".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".bin"}
 _SAFETENSORS_MAX_HEADER = 100_000_000
@@ -45,15 +45,6 @@ _SAFETENSORS_MAX_HEADER = 100_000_000
 
 class NonFiniteWeightsError(CheckpointError):
     """Weights holding NaN or infinity: such a model is never saved nor loaded."""
-
-
-@dataclass(frozen=True)
-class Preprocessing:
-    """How images must be prepared for a model: the same at training, evaluation and diagnosis."""
-
-    image_size: int
-    channels: int
-    normalize: str = "zscore"
 
 
 @dataclass(frozen=True)
@@ -288,8 +279,8 @@ def _preprocessing(raw: Any, sidecar_path: Path) -> Preprocessing:
                               f"got {short_repr(size)}")
     if channels not in (1, 3) or isinstance(channels, bool):
         raise CheckpointError(f"{sidecar_path}: preprocessing.channels must be 1 or 3, got {short_repr(channels)}")
-    if normalize not in _NORMALIZATIONS:
-        raise CheckpointError(f"{sidecar_path}: preprocessing.normalize must be one of {list(_NORMALIZATIONS)}, "
+    if normalize not in NORMALIZE_MODES:
+        raise CheckpointError(f"{sidecar_path}: preprocessing.normalize must be one of {list(NORMALIZE_MODES)}, "
                               f"got {short_repr(normalize)}")
     return Preprocessing(size, channels, normalize)
 

@@ -8,8 +8,8 @@ from collections.abc import Iterator, Sequence
 
 import torch
 
-from medfew.data.episode import Episode
-from medfew.data.pool import ImagePool
+from medfew.data.episodes.episode import Episode
+from medfew.data.episodes.pool import ImagePool
 from medfew.errors import ConfigError
 
 

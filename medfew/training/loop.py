@@ -32,7 +32,7 @@ import torch
 from tqdm.auto import tqdm
 
 from medfew.config import TrainConfig
-from medfew.data.sampler import EpisodeSampler
+from medfew.data.episodes.sampler import EpisodeSampler
 from medfew.errors import CheckpointError
 from medfew.methods.base import FewShotMethod
 from medfew.training.checkpoint import (

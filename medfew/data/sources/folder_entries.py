@@ -12,7 +12,7 @@ import stat
 from collections.abc import Iterator
 from pathlib import Path
 
-from medfew.data.manifest import IMAGE_SUFFIXES, is_hidden
+from medfew.data.sources.manifest import IMAGE_SUFFIXES, is_hidden
 
 
 def named_like_image(path: Path) -> bool:

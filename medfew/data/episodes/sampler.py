@@ -16,8 +16,8 @@ from typing import Literal
 import numpy as np
 import torch
 
-from medfew.data.episode import Episode
-from medfew.data.pool import ImagePool
+from medfew.data.episodes.episode import Episode
+from medfew.data.episodes.pool import ImagePool
 from medfew.errors import EpisodeError, NotEnoughImagesError
 
 logger = logging.getLogger(__name__)

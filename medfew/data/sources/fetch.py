@@ -23,7 +23,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from medfew.data.catalog import MEDMNIST_SIZES, DatasetInfo, FileSpec, dataset_info, resolve_data_root
+from medfew.data.sources.catalog import MEDMNIST_SIZES, DatasetInfo, FileSpec, dataset_info, resolve_data_root
 from medfew.errors import ConfigError, DatasetNotFoundError, MedfewError
 
 logger = logging.getLogger(__name__)

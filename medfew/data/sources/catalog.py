@@ -41,7 +41,7 @@ KINDS = ("medmnist", "folder_csv")
 MEDMNIST_SIZES = (28, 64, 128, 224)
 MEDMNIST_SPLITS = ("train", "val", "test")
 
-_PACKAGE_DIR = Path(__file__).resolve().parents[1]  # .../medfew
+_PACKAGE_DIR = Path(__file__).resolve().parents[2]  # .../medfew
 _REPO_MANIFESTS = _PACKAGE_DIR.parent / "data_manifests"
 _PACKAGED_MANIFESTS = _PACKAGE_DIR / "data_manifests"
 

@@ -36,9 +36,10 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from medfew.data.catalog import DatasetInfo, dataset_info, is_catalog_name, resolve_data_root
-from medfew.data.folder_entries import named_like_image, unusable_entries, unusable_entry
-from medfew.data.manifest import (
+from medfew.data.readers import load_image, read_dicom_metadata, read_medmnist, sniff_format
+from medfew.data.sources.catalog import DatasetInfo, dataset_info, is_catalog_name, resolve_data_root
+from medfew.data.sources.folder_entries import named_like_image, unusable_entries, unusable_entry
+from medfew.data.sources.manifest import (
     IMAGE_FORMATS,
     Manifest,
     ManifestRow,
@@ -47,7 +48,6 @@ from medfew.data.manifest import (
     manifest_from_csv,
     manifest_from_folder,
 )
-from medfew.data.readers import load_image, read_dicom_metadata, read_medmnist, sniff_format
 from medfew.errors import DatasetNotFoundError, ImageReadError
 
 SIZE_BINS: tuple[tuple[str, int], ...] = (("<=64", 64), ("65-256", 256), ("257-1024", 1024), (">1024", 1 << 62))

@@ -2,7 +2,7 @@
 
 Meta-training a pretrained network on a 2-core CPU is practical only if the frozen lower blocks are
 not recomputed for every episode. :func:`encoded_pool` maps every image of an
-:class:`~medfew.data.pool.ImagePool` through a frozen ``encode`` function (after the same
+:class:`~medfew.data.episodes.pool.ImagePool` through a frozen ``encode`` function (after the same
 normalisation the sampler would apply) and returns a pool of the resulting feature maps, which the
 episode sampler draws from like any other pool (with ``normalize=None``: the maps are already
 normalised). Results live in the pool cache (memory and disk), keyed by the source pool's pixels and
@@ -22,8 +22,8 @@ from collections.abc import Callable
 import torch
 from tqdm.auto import tqdm
 
-from medfew.data.pool import ImagePool
-from medfew.data.pool_cache import lookup, store
+from medfew.data.episodes.pool import ImagePool
+from medfew.data.sources.pool_cache import lookup, store
 
 ENCODE_BATCH = 256
 

@@ -19,7 +19,7 @@ from safetensors.torch import load_file
 
 import medfew
 from medfew.data.atomic import atomic_save_tensors, atomic_write_bytes
-from medfew.data.pool import ImagePool
+from medfew.data.episodes.pool import ImagePool
 from medfew.errors import MedfewError
 
 PREPROCESS_VERSION = 1

@@ -24,8 +24,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from medfew.data.catalog import DatasetInfo, dataset_info, resolve_data_root
 from medfew.data.readers import sniff_format
+from medfew.data.sources.catalog import DatasetInfo, dataset_info, resolve_data_root
 from medfew.errors import DatasetNotFoundError, ImageReadError, ManifestError
 from medfew.messages import close_match_hint, short_repr
 

@@ -1,6 +1,6 @@
 """Batched training-time augmentation: one ``affine_grid`` / ``grid_sample`` call per episode.
 
-The same family and ranges as the per-image MONAI pipeline in :mod:`medfew.data.transforms` (random
+The same family and ranges as the per-image MONAI pipeline in :mod:`medfew.data.episodes.transforms` (random
 affine, optional flip, Gaussian noise, gamma contrast, intensity scaling, coarse dropout), but each
 image's parameters are drawn as tensors and applied to the whole ``(B, C, H, W)`` batch at once, so it
 costs a few milliseconds per episode on CPU and runs on the GPU with the batch. Reseeding with

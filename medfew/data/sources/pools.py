@@ -1,13 +1,13 @@
-"""Load an :class:`~medfew.data.pool.ImagePool` from a catalogue name, folder, CSV or ``.npz``.
+"""Load an :class:`~medfew.data.episodes.pool.ImagePool` from a catalogue name, folder, CSV or ``.npz``.
 
 Every image is decoded and resized once; the result is cached in memory and on disk (see
-:mod:`medfew.data.pool_cache`). Nothing is ever written to the data root.
+:mod:`medfew.data.sources.pool_cache`). Nothing is ever written to the data root.
 
 Sources, tried in this order:
 
 - a string naming a catalogue dataset (no path separator): ``"bloodmnist"``, ``"covid_chestxray_rare"``;
-- a folder: class-per-folder layout (:func:`~medfew.data.manifest.manifest_from_folder`);
-- a ``.csv`` file: a manifest CSV (:func:`~medfew.data.manifest.manifest_from_csv`);
+- a folder: class-per-folder layout (:func:`~medfew.data.sources.manifest.manifest_from_folder`);
+- a ``.csv`` file: a manifest CSV (:func:`~medfew.data.sources.manifest.manifest_from_csv`);
 - a ``.npz`` file in MedMNIST layout (class names from the catalogue when the file name matches).
 """
 
@@ -26,7 +26,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from medfew.data.catalog import (
+from medfew.data.episodes.pool import ImagePool
+from medfew.data.preprocessing import preprocess_batch, preprocess_image
+from medfew.data.readers import load_image, read_medmnist
+from medfew.data.sources.catalog import (
     MEDMNIST_SPLITS,
     DatasetInfo,
     dataset_info,
@@ -35,9 +38,8 @@ from medfew.data.catalog import (
     list_datasets,
     resolve_data_root,
 )
-from medfew.data.manifest import Manifest, manifest_from_catalog, manifest_from_csv, manifest_from_folder
-from medfew.data.pool import ImagePool
-from medfew.data.pool_cache import (  # noqa: F401 - re-exported
+from medfew.data.sources.manifest import Manifest, manifest_from_catalog, manifest_from_csv, manifest_from_folder
+from medfew.data.sources.pool_cache import (  # noqa: F401 - re-exported
     PREPROCESS_VERSION,
     cache_dir,
     cache_key,
@@ -47,8 +49,6 @@ from medfew.data.pool_cache import (  # noqa: F401 - re-exported
     note_build,
     store,
 )
-from medfew.data.readers import load_image, read_medmnist
-from medfew.data.transforms import preprocess_batch, preprocess_image
 from medfew.errors import ConfigError, DatasetNotFoundError, ImageReadError, ManifestError, MedfewError
 
 logger = logging.getLogger(__name__)
