@@ -17,8 +17,8 @@ from medfew.data.sources.catalog import (
     list_datasets,
     manifest_dir,
     resolve_data_root,
-    verify_checksum,
 )
+from medfew.data.sources.checksums import verify_checksum
 from medfew.errors import DatasetNotFoundError, ManifestError, MedfewError, RegistryError
 
 MEDMNIST = ["bloodmnist", "breastmnist", "organamnist", "pneumoniamnist", "retinamnist"]

@@ -11,7 +11,8 @@ import pytest
 from synthetic import write_dicom, write_image
 
 from medfew.data.sources.catalog import dataset_info
-from medfew.data.sources.inspect import InspectionReport, inspect_path
+from medfew.data.sources.inspect import inspect_path
+from medfew.data.sources.inspection_report import InspectionReport
 from medfew.errors import DatasetNotFoundError, ManifestError
 
 

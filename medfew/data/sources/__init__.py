@@ -12,6 +12,7 @@ _WHERE = {
     "resolve_data_root": "medfew.data.sources.catalog",
     "fetch_datasets": "medfew.data.sources.fetch",
     "inspect_path": "medfew.data.sources.inspect",
+    "InspectionReport": "medfew.data.sources.inspection_report",
     "Manifest": "medfew.data.sources.manifest",
     "manifest_from_folder": "medfew.data.sources.manifest",
     "load_pool": "medfew.data.sources.pools",

@@ -16,7 +16,6 @@ Where the manifests are found, first match wins:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Mapping
@@ -26,10 +25,10 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from medfew.data.sources.kinds import KINDS, dataset_kind
 from medfew.errors import (
     DatasetNotFoundError,
     ManifestError,
-    MedfewError,
     RegistryError,
 )
 from medfew.messages import close_match_hint, short_repr
@@ -37,7 +36,6 @@ from medfew.messages import close_match_hint, short_repr
 DATA_ROOT_ENV = "MEDFEW_DATA_ROOT"
 MANIFEST_DIR_ENV = "MEDFEW_MANIFEST_DIR"
 SCHEMA_VERSION = 1
-KINDS = ("medmnist", "folder_csv")
 MEDMNIST_SIZES = (28, 64, 128, 224)
 MEDMNIST_SPLITS = ("train", "val", "test")
 
@@ -222,6 +220,14 @@ def dataset_info(name: str) -> DatasetInfo:
     return _load_info(path, path.stat().st_mtime_ns)
 
 
+def npz_dataset_name(path: str | Path) -> str:
+    """The catalogue name a MedMNIST file name stands for: ``bloodmnist_64.npz`` -> ``"bloodmnist"``
+    (the 28x28 file has no size suffix; any other stem is returned as it is)."""
+    stem = Path(path).stem
+    name, _, size = stem.rpartition("_")
+    return name if name and size.isdigit() and int(size) in MEDMNIST_SIZES and int(size) != 28 else stem
+
+
 def is_catalog_name(name: object) -> bool:
     """Whether ``name`` is a string naming a catalogue dataset (no error when no catalogue)."""
     if not isinstance(name, str) or "/" in name or os.sep in name:
@@ -230,51 +236,6 @@ def is_catalog_name(name: object) -> bool:
         return name.strip().lower() in list_datasets()
     except DatasetNotFoundError:
         return False
-
-
-def file_digest(path: str | Path, algorithm: str = "sha256", *, chunk_size: int = 1 << 20) -> str:
-    """Hex digest of a file, read in chunks.
-
-    Raises:
-        DatasetNotFoundError: The file does not exist.
-    """
-    path = Path(path)
-    try:
-        digest = hashlib.new(algorithm)
-        with path.open("rb") as fh:
-            while chunk := fh.read(chunk_size):
-                digest.update(chunk)
-    except FileNotFoundError as exc:
-        raise DatasetNotFoundError(f"{path}: file not found") from exc
-    return digest.hexdigest()
-
-
-def verify_checksum(path: str | Path, sha256: str | None = None, *, md5: str | None = None) -> str:
-    """Check a file against a known sha256 (preferred) or md5.
-
-    Args:
-        path: The file.
-        sha256: Expected hex sha256, or ``None``.
-        md5: Expected hex md5, used only when ``sha256`` is ``None``.
-
-    Returns:
-        The algorithm that was verified (``"sha256"`` or ``"md5"``).
-
-    Raises:
-        MedfewError: The digest differs (the message names the file, expected and actual digests),
-            or no checksum was given.
-        DatasetNotFoundError: The file does not exist.
-    """
-    if sha256:
-        algorithm, expected = "sha256", sha256
-    elif md5:
-        algorithm, expected = "md5", md5
-    else:
-        raise MedfewError(f"{path}: no checksum given to verify against")
-    actual = file_digest(path, algorithm)
-    if actual.lower() != expected.lower():
-        raise MedfewError(f"{path}: {algorithm} mismatch: expected {expected.lower()}, got {actual}")
-    return algorithm
 
 
 # ----------------------------------------------------------------------------------- parsing
@@ -289,8 +250,9 @@ def _load_info(path: Path, _mtime_ns: int) -> DatasetInfo:
     return _parse_info(raw, path)
 
 
-class _Reader:
-    """Typed access to one JSON object; every error names the manifest file and the key."""
+class JsonReader:
+    """Typed access to one JSON object of a catalogue manifest; every error names the manifest file
+    and the key (the kinds in :mod:`medfew.data.sources.kinds` read their own keys with it)."""
 
     def __init__(self, source: Path, obj: Any, prefix: str = "") -> None:
         if not isinstance(obj, dict):
@@ -314,9 +276,9 @@ class _Reader:
             raise ManifestError(self.source, f"key {self._key(key)!r} is empty")
         return value
 
-    def child(self, key: str, *, required: bool = True) -> _Reader | None:
+    def child(self, key: str, *, required: bool = True) -> JsonReader | None:
         value = self.get(key, dict, required=required)
-        return None if value is None else _Reader(self.source, value, self._key(key))
+        return None if value is None else JsonReader(self.source, value, self._key(key))
 
     def str_list(self, key: str) -> tuple[str, ...]:
         value = self.get(key, list)
@@ -333,7 +295,8 @@ def _names(types: type | tuple[type, ...]) -> str:
     return " or ".join(t.__name__ for t in _as_tuple(types))
 
 
-def _file_spec(reader: _Reader) -> FileSpec:
+def file_spec(reader: JsonReader) -> FileSpec:
+    """The :class:`FileSpec` at ``reader`` (a path relative to the data root, optional checksums and size)."""
     path = reader.get("path", str)
     if Path(path).is_absolute() or ".." in Path(path).parts:
         raise ManifestError(reader.source, f"key {reader._key('path')!r} must be relative to the data root, got {path!r}")
@@ -350,7 +313,7 @@ def _file_spec(reader: _Reader) -> FileSpec:
 
 
 def _parse_info(raw: Any, source: Path) -> DatasetInfo:
-    top = _Reader(source, raw)
+    top = JsonReader(source, raw)
     version = top.get("schema_version", int)
     if version != SCHEMA_VERSION:
         raise ManifestError(source, f"key 'schema_version' is {version}, this medfew reads {SCHEMA_VERSION}")
@@ -402,12 +365,10 @@ def _parse_info(raw: Any, source: Path) -> DatasetInfo:
         class_counts=MappingProxyType(class_counts),
         manifest_path=source,
     )
-    if kind == "medmnist":
-        return DatasetInfo(**common, **_parse_medmnist(top, splits))
-    return DatasetInfo(**common, **_parse_folder_csv(top))
+    return DatasetInfo(**common, **dataset_kind(kind).parse(top, splits))
 
 
-def _parse_splits(top: _Reader) -> dict[str, int]:
+def _parse_splits(top: JsonReader) -> dict[str, int]:
     splits_reader = top.child("splits")
     splits: dict[str, int] = {}
     for split_name, count in splits_reader.obj.items():
@@ -417,37 +378,3 @@ def _parse_splits(top: _Reader) -> dict[str, int]:
     if not splits:
         raise ManifestError(top.source, "key 'splits' is empty")
     return splits
-
-
-def _parse_medmnist(top: _Reader, splits: dict[str, int]) -> dict[str, Any]:
-    if sorted(splits) != sorted(MEDMNIST_SPLITS):
-        raise ManifestError(top.source, f"key 'splits' of a medmnist dataset must be {list(MEDMNIST_SPLITS)}, got {list(splits)}")
-    download = top.child("download")
-    pattern = download.get("url_pattern", str)
-    if "{filename}" not in pattern:
-        raise ManifestError(top.source, f"key 'download.url_pattern' lacks the '{{filename}}' placeholder: {pattern!r}")
-    files_reader = top.child("files")
-    files: dict[int, FileSpec] = {}
-    for size_key in files_reader.obj:
-        if not size_key.isdigit() or int(size_key) not in MEDMNIST_SIZES:
-            raise ManifestError(top.source, f"key 'files.{size_key}' is not an image size in {list(MEDMNIST_SIZES)}")
-        files[int(size_key)] = _file_spec(files_reader.child(size_key))
-    if 28 not in files:
-        raise ManifestError(top.source, "key 'files.28' is missing: every medmnist dataset has a 28x28 file")
-    return dict(files=MappingProxyType(dict(sorted(files.items()))), url_pattern=pattern)
-
-
-def _parse_folder_csv(top: _Reader) -> dict[str, Any]:
-    folder = top.get("folder", str)
-    if Path(folder).is_absolute() or ".." in Path(folder).parts:
-        raise ManifestError(top.source, f"key 'folder' must be relative to the data root, got {folder!r}")
-    columns = top.child("columns")
-    path_columns = columns.str_list("path")
-    return dict(
-        folder=folder,
-        metadata_csv=_file_spec(top.child("metadata_csv")),
-        label_column=columns.get("label", str),
-        path_columns=path_columns,
-        group_column=columns.get("group", str, required=False),
-        licence_column=columns.get("licence", str, required=False),
-    )

@@ -24,7 +24,9 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from medfew.data.sources.catalog import MEDMNIST_SIZES, DatasetInfo, FileSpec, dataset_info, resolve_data_root
-from medfew.errors import ConfigError, DatasetNotFoundError, MedfewError
+from medfew.data.sources.checksums import file_digest
+from medfew.data.sources.kinds import dataset_kind
+from medfew.errors import ConfigError, MedfewError
 
 logger = logging.getLogger(__name__)
 
@@ -68,11 +70,9 @@ def fetch_datasets(
         raise ConfigError("no dataset names given to fetch")
     infos = [dataset_info(name) for name in name_list]
     for info in infos:
-        if info.kind != "medmnist":
-            raise DatasetNotFoundError(
-                f"dataset {info.name!r} ({info.kind}) cannot be downloaded by medfew: get it from "
-                f"{info.homepage or 'its publisher'} and put it under <data_root>/{info.folder}"
-            )
+        kind = dataset_kind(info.kind)
+        if not kind.fetchable:
+            raise kind.not_fetchable(info)
     root = resolve_data_root(data_root, must_exist=False)
     base = base_url or os.environ.get(FETCH_BASE_URL_ENV) or None
     return [_fetch_one(info, size, root, base, progress, timeout) for info in infos]
@@ -114,11 +114,7 @@ def _fetch_one(
 
 def _matches(path: Path, spec: FileSpec) -> bool:
     algorithm, expected = ("sha256", spec.sha256) if spec.sha256 else ("md5", spec.md5)
-    digest = hashlib.new(algorithm)
-    with path.open("rb") as fh:
-        while chunk := fh.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest() == str(expected).lower()
+    return file_digest(path, algorithm, chunk_size=_CHUNK) == str(expected).lower()
 
 
 def _download(

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import re
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -33,12 +32,14 @@ from medfew.data.sources.catalog import (
     MEDMNIST_SPLITS,
     DatasetInfo,
     dataset_info,
-    file_digest,
     is_catalog_name,
     list_datasets,
+    npz_dataset_name,
     resolve_data_root,
 )
-from medfew.data.sources.manifest import Manifest, manifest_from_catalog, manifest_from_csv, manifest_from_folder
+from medfew.data.sources.checksums import file_digest
+from medfew.data.sources.kinds import NpzSource, dataset_kind
+from medfew.data.sources.manifest import Manifest, manifest_from_csv, manifest_from_folder
 from medfew.data.sources.pool_cache import (  # noqa: F401 - re-exported
     PREPROCESS_VERSION,
     cache_dir,
@@ -160,10 +161,12 @@ def _check_args(image_size: int, channels: int, on_error: str) -> None:
 def _plan(source: str | Path, split: str | None, data_root: str | Path | None, image_size: int) -> _Plan:
     if isinstance(source, str) and is_catalog_name(source):
         info = dataset_info(source)
-        if info.kind == "medmnist":
-            return _plan_medmnist_catalog(info, split, data_root, image_size)
-        manifest = manifest_from_catalog(info, data_root)
-        return _plan_manifest(manifest, split, resolve_data_root(data_root), info)
+        root = resolve_data_root(data_root)
+        located = dataset_kind(info.kind).locate(info, root, image_size=image_size)
+        if isinstance(located, NpzSource):
+            return _Plan("medmnist", info.name, _medmnist_split(info.name, split), info.class_names, [located.path],
+                         located.base, located.path, info, native_size=located.native_size)
+        return _plan_manifest(located, split, root, info)
     path = Path(source).expanduser()
     if path.is_dir():
         manifest = manifest_from_folder(path)
@@ -187,26 +190,8 @@ def _medmnist_split(name: str, split: str | None) -> str:
     return split
 
 
-def _plan_medmnist_catalog(
-    info: DatasetInfo, split: str | None, data_root: str | Path | None, image_size: int
-) -> _Plan:
-    split = _medmnist_split(info.name, split)
-    root = resolve_data_root(data_root)
-    present = {size: root / spec.path for size, spec in info.files.items() if (root / spec.path).is_file()}
-    if not present:
-        spec = info.files[28]
-        raise DatasetNotFoundError(
-            f"dataset {info.name!r}: {str(root / spec.path)!r} not found; run `medfew data fetch {info.name}` "
-            f"or download {info.url_for(28)} there by hand"
-        )
-    larger = [s for s in present if s >= image_size]
-    size = image_size if image_size in present else (min(larger) if larger else max(present))
-    npz = present[size]
-    return _Plan("medmnist", info.name, split, info.class_names, [npz], root, npz, info, native_size=size)
-
-
 def _plan_npz(path: Path, split: str | None) -> _Plan:
-    stem = re.sub(r"_(64|128|224)$", "", path.stem)
+    stem = npz_dataset_name(path)
     info = dataset_info(stem) if is_catalog_name(stem) else None
     name = info.name if info is not None else path.stem
     class_names = info.class_names if info is not None else ()
