@@ -25,7 +25,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from medfew.data.sources.kinds import KINDS, dataset_kind
+from medfew.data.sources.kinds import dataset_kind, known_kinds
 from medfew.errors import (
     DatasetNotFoundError,
     ManifestError,
@@ -321,8 +321,8 @@ def _parse_info(raw: Any, source: Path) -> DatasetInfo:
     if name != source.stem:
         raise ManifestError(source, f"key 'name' is {name!r} but the file is named {source.name!r}")
     kind = top.get("kind", str)
-    if kind not in KINDS:
-        raise ManifestError(source, f"key 'kind' is {kind!r}, expected one of {list(KINDS)}")
+    if kind not in known_kinds():
+        raise ManifestError(source, f"key 'kind' is {kind!r}, expected one of {list(known_kinds())}")
     class_names = top.str_list("class_names")
     if len(set(class_names)) != len(class_names):
         raise ManifestError(source, f"key 'class_names' has duplicates: {list(class_names)}")

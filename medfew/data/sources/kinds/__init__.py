@@ -27,9 +27,8 @@ _MODULES: dict[str, str] = {
     "medmnist": "medfew.data.sources.kinds.medmnist",
     "folder_csv": "medfew.data.sources.kinds.folder_csv",
 }
-KINDS: tuple[str, ...] = tuple(_MODULES)
 
-__all__ = ["KINDS", "DatasetKind", "NpzSource", "dataset_kind"]
+__all__ = ["DatasetKind", "NpzSource", "dataset_kind", "known_kinds"]
 
 
 @dataclass(frozen=True)
@@ -92,9 +91,14 @@ class DatasetKind:
 
 
 def dataset_kind(name: str) -> DatasetKind:
-    """The :class:`DatasetKind` registered as ``name`` (one of :data:`KINDS`).
+    """The :class:`DatasetKind` registered as ``name`` (one of :func:`known_kinds`).
 
     Raises:
         KeyError: An unknown kind (the catalogue refuses those while parsing, naming the file).
     """
     return importlib.import_module(_MODULES[name]).KIND
+
+
+def known_kinds() -> tuple[str, ...]:
+    """The registered kind names, in registration order."""
+    return tuple(_MODULES)

@@ -31,7 +31,8 @@ class MedmnistKind(DatasetKind):
         files = {}
         for size_key in files_reader.obj:
             if not size_key.isdigit() or int(size_key) not in MEDMNIST_SIZES:
-                raise ManifestError(top.source, f"key 'files.{size_key}' is not an image size in {list(MEDMNIST_SIZES)}")
+                raise ManifestError(top.source,
+                                    f"key 'files.{size_key}' is not an image size in {list(MEDMNIST_SIZES)}")
             files[int(size_key)] = file_spec(files_reader.child(size_key))
         if 28 not in files:
             raise ManifestError(top.source, "key 'files.28' is missing: every medmnist dataset has a 28x28 file")
