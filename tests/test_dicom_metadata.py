@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -15,8 +16,10 @@ from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian
 from synthetic import write_dicom
 
-from medfew.data.readers import DicomMetadata, read_dicom_metadata
-from medfew.errors import ImageReadError
+import medfew.data.readers.sniff as sniff_module
+from medfew.data.readers import DicomMetadata, ImageMeta, load_image, load_image_with_meta, read_dicom_metadata
+from medfew.diagnosis import load_input
+from medfew.errors import ImageReadError, MedfewError
 
 PHI = {
     "PatientName": "Doe^Jane^Q",
@@ -161,3 +164,60 @@ def test_real_samples(data_root: Path) -> None:
     assert brain.identifying["PatientName"]  # the deid test file carries a (fake) name
     assert brain.clinical["TransferSyntax"] == "JPEG Baseline (Process 1)"
     assert read_dicom_metadata(data_root / "dicom_samples" / "emri_small.dcm").n_frames == 10
+
+
+# --- one sniff, one parse: load_image_with_meta and the session's load_input ---------------------------
+
+
+def test_load_image_with_meta_equals_the_separate_reads(tmp_path: Path, data_root: Path) -> None:
+    ct = make_ct(tmp_path)
+    for path in [ct, *sorted((data_root / "dicom_samples").glob("*.dcm"))]:
+        try:
+            reference = load_image(path)
+        except MedfewError as exc:  # a sample the readers refuse is refused the same way
+            with pytest.raises(type(exc), match=f"^{re.escape(str(exc))}$"):
+                load_image_with_meta(path)
+            continue
+        image, meta = load_image_with_meta(path)
+        np.testing.assert_array_equal(image, reference)
+        assert isinstance(meta, ImageMeta) and meta.format == "dicom" and meta.shape == image.shape
+        assert meta.dicom is not None, path.name
+        expected = read_dicom_metadata(path).to_dict(include_identifiers=True)
+        assert meta.dicom.to_dict(include_identifiers=True) == expected, path.name
+    image, meta = load_image_with_meta(ct.read_bytes(), name="upload.dcm", window="lung")
+    np.testing.assert_array_equal(image, load_image(ct, window="lung"))
+    assert meta.dicom is not None and meta.dicom.identifying["PatientID"] == PHI["PatientID"]
+    assert "MRN-778899" not in repr(meta) and "Doe" not in repr(meta)
+
+
+def test_load_input_sniffs_and_parses_a_dicom_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = make_ct(tmp_path, "once.dcm")
+    reference = load_image(path)
+    calls = {"dcmread": 0, "sniff": 0}
+    real_dcmread, real_sniff = pydicom.dcmread, sniff_module._sniff_head
+
+    def counting_dcmread(*args: object, **kwargs: object) -> object:  # a spy: the real parse runs
+        calls["dcmread"] += 1
+        return real_dcmread(*args, **kwargs)
+
+    def counting_sniff(head: bytes) -> str | None:
+        calls["sniff"] += 1
+        return real_sniff(head)
+
+    monkeypatch.setattr(pydicom, "dcmread", counting_dcmread)
+    monkeypatch.setattr(sniff_module, "_sniff_head", counting_sniff)
+    caplog.set_level("DEBUG")
+    for given in (path, path.read_bytes()):
+        calls.update(dcmread=0, sniff=0)
+        loaded = load_input(given, "once.dcm")
+        assert calls == {"dcmread": 1, "sniff": 1}, type(given).__name__
+        np.testing.assert_array_equal(loaded.pixels, reference)
+        assert loaded.dicom is not None and loaded.dicom.modality == "CT"
+        assert loaded.dicom.to_dict(include_identifiers=True) == read_dicom_metadata(path).to_dict(
+            include_identifiers=True
+        )
+        assert "MRN-778899" not in repr(loaded) and "Doe" not in repr(loaded)
+    for value in PHI.values():
+        assert value not in caplog.text

@@ -16,7 +16,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from medfew.data.readers import Window, load_image, load_image_bytes, read_medmnist, sniff_format
+from medfew.data.readers import (
+    ImageMeta,
+    Window,
+    load_image,
+    load_image_bytes,
+    load_image_with_meta,
+    read_medmnist,
+    sniff_format,
+)
 from medfew.errors import ConfigError, DatasetNotFoundError, ImageReadError, ImageTooLargeError, ImageTooSmallError
 
 
@@ -210,6 +218,24 @@ def test_sniff_every_format(tmp_path: Path) -> None:
 def test_load_image_bytes_matches_file(tmp_path: Path) -> None:
     path = save(Image.fromarray(rgb_pattern()), tmp_path / "c.jpg", quality=90)
     np.testing.assert_array_equal(load_image_bytes(path.read_bytes(), "upload.png"), load_image(path))
+
+
+def test_load_image_with_meta_for_other_formats(tmp_path: Path) -> None:
+    png = save(Image.fromarray(rgb_pattern()), tmp_path / "c.png")
+    np.savez(tmp_path / "g.npz", image=grey_ramp())
+    for path, expected in ((png, ImageMeta("png", (3, 16, 24))), (tmp_path / "g.npz", ImageMeta("npz", (1, 16, 24)))):
+        image, meta = load_image_with_meta(path)
+        np.testing.assert_array_equal(image, load_image(path))
+        assert meta == expected and meta.dicom is None
+        from_bytes, meta_from_bytes = load_image_with_meta(path.read_bytes(), name="upload.bin")
+        np.testing.assert_array_equal(from_bytes, image)
+        assert meta_from_bytes == expected
+    with pytest.raises(ImageReadError, match=r"^up\.png: empty file"):
+        load_image_with_meta(b"", name="up.png")
+    with pytest.raises(ImageReadError, match=r"^<bytes>: not a recognised image format"):
+        load_image_with_meta(b"\x00\x01\x02\x03" * 64)
+    with pytest.raises(ImageTooLargeError):
+        load_image_with_meta(png, max_pixels=100)
 
 
 def test_window_on_raster_warns(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ from medfew._exports import lazy_exports
 
 _WHERE = {
     "load_image": "medfew.data.readers",
+    "load_image_with_meta": "medfew.data.readers",
     "read_dicom_metadata": "medfew.data.readers",
     "DatasetInfo": "medfew.data.sources.catalog",
     "dataset_info": "medfew.data.sources.catalog",
@@ -36,6 +37,7 @@ __all__ = [
     "dataset_info",
     "list_datasets",
     "load_image",
+    "load_image_with_meta",
     "load_pool",
     "load_pools",
     "manifest_from_folder",

@@ -13,14 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from medfew.data.readers import (
-    DicomMetadata,
-    Window,
-    load_image,
-    load_image_bytes,
-    read_dicom_metadata,
-    sniff_format,
-)
+from medfew.data.readers import DicomMetadata, Window, load_image_with_meta
 from medfew.errors import ImageInputError
 
 
@@ -72,13 +65,12 @@ def load_input(image: ImageInput, name: str | None = None, *, window: Window | s
     """
     if isinstance(image, LoadedImage):
         return image
-    if isinstance(image, (str, Path)):
-        pixels = load_image(image, window=window)
-        dicom = read_dicom_metadata(image) if sniff_format(image) == "dicom" else None
+    if isinstance(image, (str, Path)):  # one sniff, one parse: pixels and DICOM header together
+        pixels, meta = load_image_with_meta(image, window=window)
+        dicom = meta.dicom
     elif isinstance(image, (bytes, bytearray)):
-        data = bytes(image)
-        pixels = load_image_bytes(data, name or "<upload>", window=window)
-        dicom = read_dicom_metadata(data) if sniff_format(data) == "dicom" else None
+        pixels, meta = load_image_with_meta(image, name=name or "<upload>", window=window)
+        dicom = meta.dicom
     elif isinstance(image, (np.ndarray, torch.Tensor)):
         pixels, dicom = _from_array(image), None
     else:

@@ -70,12 +70,23 @@ def read_dicom(source: Source, options: ReadOptions) -> np.ndarray:
     naming the step that failed.
     """
     with reading(source.name, "malformed DICOM image"):
-        return _read_dicom(source, options)
+        return _read_dicom(read_dataset(source, max_pixels=options.max_pixels), source.name, options)
 
 
-def _read_dicom(source: Source, options: ReadOptions) -> np.ndarray:
-    name = source.name
-    ds = read_dataset(source, max_pixels=options.max_pixels)
+def read_dicom_dataset(source: Source, options: ReadOptions) -> tuple[np.ndarray, Dataset]:
+    """:func:`read_dicom`, also returning the data set it parsed (once) for its header.
+
+    Same checks, limits and errors as :func:`read_dicom`.
+
+    Returns:
+        ``(image, ds)``: the float32 ``(C, H, W)`` image in ``[0, 1]`` and the parsed pydicom data set.
+    """
+    with reading(source.name, "malformed DICOM image"):
+        ds = read_dataset(source, max_pixels=options.max_pixels)
+        return _read_dicom(ds, source.name, options), ds
+
+
+def _read_dicom(ds: Dataset, name: str, options: ReadOptions) -> np.ndarray:
     keyword = pixel_keyword(ds)
     if keyword is None:
         sop = ds.get("SOPClassUID") or ds.file_meta.get("MediaStorageSOPClassUID")

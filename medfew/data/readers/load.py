@@ -1,20 +1,23 @@
-"""``load_image`` / ``load_image_bytes``: any supported file -> float32 ``(C, H, W)`` in ``[0, 1]``.
+"""``load_image`` / ``load_image_bytes``: any supported file -> float32 ``(C, H, W)`` in ``[0, 1]``;
+``load_image_with_meta``: the same image with its :class:`ImageMeta` (MONAI's ``(image, meta)``).
 
-The format is recognised from the content (:func:`sniff_format`), never from the extension, and the
-file is handed to the reader for that format.
+The format is recognised from the content (:func:`sniff_format`), never from the extension, once per
+file, and the file is handed to the reader for that format, which parses it once.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from medfew.data.readers.dicom import read_dicom
+from medfew.data.readers.dicom import read_dicom, read_dicom_dataset
 from medfew.data.readers.failures import reading
 from medfew.data.readers.frames import FramePolicy
 from medfew.data.readers.limits import DEFAULT_MAX_PIXELS, DEFAULT_MIN_SIZE, check_dimensions
+from medfew.data.readers.metadata import ImageMeta, dataset_metadata
 from medfew.data.readers.npz import read_npz
 from medfew.data.readers.options import ReadOptions
 from medfew.data.readers.raster import read_raster
@@ -22,6 +25,9 @@ from medfew.data.readers.sniff import sniff_source
 from medfew.data.readers.source import Source
 from medfew.data.readers.window import Window
 from medfew.errors import ImageReadError
+
+if TYPE_CHECKING:
+    from pydicom.dataset import Dataset
 
 Reader = Callable[[Source, ReadOptions], np.ndarray]
 
@@ -78,7 +84,7 @@ def load_image(
         ConfigError: Unknown window preset or frame policy, non-positive limits.
     """
     options = ReadOptions.build(window=window, frame=frame, max_pixels=max_pixels, min_size=min_size)
-    return _load(Source.from_path(path), options)
+    return _load(Source.from_path(path), options)[0]
 
 
 def load_image_bytes(
@@ -104,13 +110,62 @@ def load_image_bytes(
         float32 ``(C, H, W)`` in ``[0, 1]``.
     """
     options = ReadOptions.build(window=window, frame=frame, max_pixels=max_pixels, min_size=min_size)
-    return _load(Source.from_bytes(data, name), options)
+    return _load(Source.from_bytes(data, name), options)[0]
 
 
-def _load(source: Source, options: ReadOptions) -> np.ndarray:
+def load_image_with_meta(
+    path_or_bytes: str | Path | bytes | bytearray | memoryview,
+    *,
+    name: str | None = None,
+    window: Window | str | None = None,
+    frame: FramePolicy = "middle",
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    min_size: int = DEFAULT_MIN_SIZE,
+) -> tuple[np.ndarray, ImageMeta]:
+    """:func:`load_image` (or :func:`load_image_bytes`) with the image's metadata, from one sniff and one parse.
+
+    The content is sniffed once and parsed once (a DICOM file: one ``pydicom.dcmread``, its header read
+    from the same data set as its pixels), under the same limits and checks as :func:`load_image`.
+
+    Args:
+        path_or_bytes: A file path, or a file's content (a browser upload).
+        name: For content, the upload's file name, used only in error messages (default ``"<bytes>"``);
+            ignored for a path, which names itself.
+        window: See :func:`load_image`.
+        frame: See :func:`load_image`.
+        max_pixels: See :func:`load_image`.
+        min_size: See :func:`load_image`.
+
+    Returns:
+        ``(image, meta)``: float32 ``(C, H, W)`` in ``[0, 1]``, and its :class:`ImageMeta` (format, shape,
+        and the :class:`DicomMetadata` of a DICOM file).
+
+    Raises:
+        ImageReadError: As :func:`load_image`; also a DICOM header value that cannot be made plain (as
+            :func:`read_dicom_metadata`).
+        ConfigError: As :func:`load_image`.
+    """
+    options = ReadOptions.build(window=window, frame=frame, max_pixels=max_pixels, min_size=min_size)
+    if isinstance(path_or_bytes, (bytes, bytearray, memoryview)):
+        source = Source.from_bytes(path_or_bytes, "<bytes>" if name is None else name)
+    else:
+        source = Source.from_path(path_or_bytes)
+    image, fmt, dataset = _load(source, options, keep_dataset=True)
+    dicom = dataset_metadata(dataset, source.name) if dataset is not None else None
+    return image, ImageMeta(format=fmt, shape=(image.shape[0], image.shape[1], image.shape[2]), dicom=dicom)
+
+
+def _load(
+    source: Source, options: ReadOptions, *, keep_dataset: bool = False
+) -> tuple[np.ndarray, str, Dataset | None]:
+    """Sniff once, read once: ``(image, format, the parsed DICOM data set if keep_dataset, else None)``."""
     fmt = sniff_source(source)
+    dataset: Dataset | None = None
     with reading(source.name, f"cannot read the {fmt} file"):  # the readers' own errors pass unchanged
-        image = READERS[fmt](source, options)
+        if fmt == "dicom" and keep_dataset:
+            image, dataset = read_dicom_dataset(source, options)
+        else:
+            image = READERS[fmt](source, options)
     if image.ndim != 3 or image.shape[0] not in (1, 3):
         raise ImageReadError(source.name, f"decoded to an unexpected shape {image.shape}; expected (1 or 3, H, W)")
     # Readers that cannot see the final size in the header (EXIF rotation, volumes) are checked again here.
@@ -122,4 +177,4 @@ def _load(source: Source, options: ReadOptions) -> np.ndarray:
         max_pixels=options.max_pixels,
         min_size=options.min_size,
     )
-    return np.ascontiguousarray(image, dtype=np.float32)
+    return np.ascontiguousarray(image, dtype=np.float32), fmt, dataset

@@ -1,4 +1,5 @@
-"""``DicomMetadata``: a DICOM header's clinical fields, with identifying (PHI) fields kept apart.
+"""``DicomMetadata``: a DICOM header's clinical fields, with identifying (PHI) fields kept apart; ``ImageMeta``:
+what :func:`~medfew.data.readers.load_image_with_meta` returns beside the pixels of any format.
 
 Nothing here decodes pixels; values are plain Python (``str``, ``int``, ``float`` or lists of them),
 never pydicom objects, so they serialise to JSON as they are. Identifying fields are always strings.
@@ -196,9 +197,38 @@ def read_dicom_metadata(path: str | Path | bytes) -> DicomMetadata:
     fmt = sniff_source(source)
     if fmt != "dicom":
         raise ImageReadError(source.name, f"not a DICOM file (content is {fmt})")
-    ds = read_dataset(source, stop_before_pixels=True)
-    with reading(source.name, "malformed DICOM header"):  # odd values must not escape as ValueError & co.
+    return dataset_metadata(read_dataset(source, stop_before_pixels=True), source.name)
+
+
+def dataset_metadata(ds: Dataset, name: str) -> DicomMetadata:
+    """The :class:`DicomMetadata` of an already parsed data set (with or without its pixel data).
+
+    Args:
+        ds: The data set, as :func:`~medfew.data.readers.dicom_io.read_dataset` returns it.
+        name: The file name, for error messages.
+
+    Raises:
+        ImageReadError: When a header value cannot be turned into a plain value.
+    """
+    with reading(name, "malformed DICOM header"):  # odd values must not escape as ValueError & co.
         return DicomMetadata(clinical=_clinical(ds), identifying=_identifying(ds))
+
+
+@dataclass(frozen=True)
+class ImageMeta:
+    """What is known about an image file beside its pixels, from the same sniff and parse.
+
+    Attributes:
+        format: The content's format, as :func:`~medfew.data.readers.sniff_format` names it
+            (``"dicom"``, ``"png"``, ``"jpeg"``, ``"tiff"``, ``"bmp"``, ``"nifti"``, ``"npz"``).
+        shape: ``(C, H, W)`` of the decoded image.
+        dicom: The DICOM header (:class:`DicomMetadata`) when ``format`` is ``"dicom"``, else ``None``.
+            Its ``repr`` hides identifying fields, so this record's does too.
+    """
+
+    format: str
+    shape: tuple[int, int, int]
+    dicom: DicomMetadata | None = None
 
 
 def _clinical(ds: Dataset) -> dict[str, ClinicalValue]:
