@@ -10,7 +10,8 @@ from medfew.diagnosis.prediction import (
     join_classes,
 )
 from medfew.diagnosis.saliency import SALIENCY_CAVEAT, SaliencyMapper, last_conv_layer
-from medfew.diagnosis.session import DiagnosisSession, SupportScan
+from medfew.diagnosis.session import DiagnosisSession
+from medfew.diagnosis.support import SupportScan, support_shortfall
 from medfew.diagnosis.uncertainty import (
     OOD_FACTOR,
     UNCERTAIN_THRESHOLD,
@@ -43,4 +44,5 @@ __all__ = [
     "last_conv_layer",
     "load_input",
     "pixel_sha256",
+    "support_shortfall",
 ]

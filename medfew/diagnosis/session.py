@@ -26,9 +26,6 @@ and :mod:`medfew.diagnosis.saliency` for Grad-CAM.
 
 from __future__ import annotations
 
-import dataclasses
-from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,69 +34,29 @@ import torch
 
 from medfew.data.preprocessing import Preprocessing
 from medfew.data.readers import Window
+from medfew.diagnosis.adapted import AdaptedState, require_finite
 from medfew.diagnosis.inputs import ImageInput, LoadedImage, load_input
 from medfew.diagnosis.prediction import LeaveOneOutResult, Prediction
 from medfew.diagnosis.saliency import SALIENCY_CAVEAT, SaliencyMapper
+from medfew.diagnosis.support import SupportScan, SupportSet, check_label
 from medfew.diagnosis.uncertainty import (
     OOD_FACTOR,
     UNCERTAIN_THRESHOLD,
-    DistanceReference,
     check_threshold,
     entropy_flags,
 )
-from medfew.errors import (
-    ConfigError,
-    ModelOutputError,
-    NotAdaptedError,
-    SupportSetError,
-)
+from medfew.errors import NotAdaptedError
 from medfew.evaluation.calibration import check_temperature
 from medfew.evaluation.conformal import (
     DEFAULT_ALPHA,
-    ConformalSets,
     Progress,
     check_alpha,
     leave_one_out_logits,
     leave_one_out_unavailable,
-    min_support_for,
 )
 from medfew.methods.base import AdaptedModel, FewShotMethod
 from medfew.methods.gradient_based import reporting_inner_steps
 from medfew.training.checkpoint import CheckpointInfo, load_checkpoint
-
-
-@dataclass(frozen=True)
-class SupportScan:
-    """One labelled support scan.
-
-    Attributes:
-        label: Class name.
-        model_input: float32 ``(C, S, S)`` in ``[0, 1]`` (preprocessed, not normalised).
-        sha256: sha256 of the decoded pixels (never the file name).
-    """
-
-    label: str
-    model_input: torch.Tensor
-    sha256: str
-
-
-@dataclass(frozen=True)
-class _Adapted:
-    """The model adapted to one version of the support set, and what was computed with it.
-
-    Attributes:
-        loo_logits: ``(S, N)`` raw leave-one-out logits of the support scans, or ``None`` (a class
-            with a single scan, or not computed yet when sets are off).
-        sets: The conformal sets fitted on them, or ``None``.
-        set_note: Why there are no sets, or why they hold every class; ``None`` otherwise.
-    """
-
-    model: AdaptedModel
-    reference: DistanceReference | None
-    version: int
-    loo_logits: torch.Tensor | None = None
-    sets: ConformalSets | None = None
-    set_note: str | None = None
 
 
 class DiagnosisSession:
@@ -180,10 +137,8 @@ class DiagnosisSession:
         self.ood_factor = check_threshold("ood_factor", ood_factor, 0.0, None)
         self.alpha = None if alpha is None else check_alpha(alpha)
         check_temperature(getattr(method, "temperature", 1.0), "the model's temperature")
-        self._scans: list[SupportScan] = []
-        self._classes: list[str] = []
-        self._version = 0
-        self._adapted: _Adapted | None = None
+        self._support = SupportSet()
+        self._adapted: AdaptedState | None = None
         self._saliency: SaliencyMapper | None = None
 
     @property
@@ -195,32 +150,24 @@ class DiagnosisSession:
     @property
     def class_names(self) -> tuple[str, ...]:
         """Class names in order of first declaration or first use."""
-        return tuple(self._classes)
+        return self._support.classes
 
     @property
     def support(self) -> tuple[SupportScan, ...]:
         """The support scans, in insertion order (indices used by ``remove_support`` / ``relabel_support``)."""
-        return tuple(self._scans)
+        return self._support.scans
 
     def support_counts(self) -> dict[str, int]:
         """Class name -> number of support scans (0 for a declared class without scans)."""
-        counts = Counter(scan.label for scan in self._scans)
-        return {name: counts.get(name, 0) for name in self._classes}
+        return self._support.counts()
 
     def add_class(self, name: str) -> None:
         """Declare a class (it must get at least one scan before ``adapt``)."""
-        name = _check_label(name)
-        if name not in self._classes:
-            self._classes.append(name)
-            self._changed()
+        self._support.add_class(name)
 
     def remove_class(self, name: str) -> None:
         """Remove a class and all its scans."""
-        if name not in self._classes:
-            raise SupportSetError(f"no class {name!r} in the session; classes are {self._classes}")
-        self._classes.remove(name)
-        self._scans = [scan for scan in self._scans if scan.label != name]
-        self._changed()
+        self._support.remove_class(name)
 
     def add_support(
         self, image: ImageInput, label: str, *, name: str | None = None, window: Window | str | None = None
@@ -237,33 +184,23 @@ class DiagnosisSession:
             ImageInputError: Unsupported image type or shape.
             ImageReadError: Unreadable file.
         """
-        label = _check_label(label)
+        label = check_label(label)  # before reading the image, so a bad label is reported first
         loaded = load_input(image, name, window=window)
-        self._scans.append(SupportScan(label=label, model_input=self._model_input(loaded), sha256=loaded.sha256))
-        if label not in self._classes:
-            self._classes.append(label)
-        self._changed()
-        return len(self._scans) - 1
+        return self._support.add(label, self._model_input(loaded), loaded.sha256)
 
     def remove_support(self, index: int) -> None:
         """Remove the scan at ``index`` (its class stays declared)."""
-        self._scans.pop(self._check_index(index))
-        self._changed()
+        self._support.remove(index)
 
     def relabel_support(self, index: int, label: str) -> None:
         """Give the scan at ``index`` another class."""
-        index, label = self._check_index(index), _check_label(label)
-        scan = self._scans[index]
-        self._scans[index] = SupportScan(label=label, model_input=scan.model_input, sha256=scan.sha256)
-        if label not in self._classes:
-            self._classes.append(label)
-        self._changed()
+        self._support.relabel(index, label)
 
     # ------------------------------------------------------------------ adapt / diagnose
     @property
     def is_adapted(self) -> bool:
         """Whether ``adapt`` ran on the current support set."""
-        return self._adapted is not None and self._adapted.version == self._version
+        return self._adapted is not None and self._adapted.version == self._support.version
 
     def adapt(self, progress: Progress | None = None, *, inner_progress: Progress | None = None) -> None:
         """Adapt the model to the support set, and fit the prediction sets (a no-op if already done).
@@ -283,28 +220,18 @@ class DiagnosisSession:
         """
         if self.is_adapted:
             return
-        images, labels = self._support_tensors(self._scans)
+        images, labels = self._support_tensors()
         with reporting_inner_steps(self.method, inner_progress):
             model = self._run_adapt(images, labels)
-        with torch.no_grad():
-            features = model.embed(images)
-            _require_finite(model.predict(images), "scores of the support scans")
-        if features is not None:
-            _require_finite(features, "features of the support scans")
-        reference = (
-            None if features is None
-            else DistanceReference.fit(features, labels, len(self._classes), factor=self.ood_factor)
-        )
-        adapted = _Adapted(model=model, reference=reference, version=self._version)
-        if self.alpha is None:
-            adapted = dataclasses.replace(adapted, set_note="prediction sets are off in this session")
+        adapted = AdaptedState.fit(model, images, labels, len(self.class_names), version=self._support.version,
+                                   ood_factor=self.ood_factor)
+        reason = ("prediction sets are off in this session" if self.alpha is None
+                  else leave_one_out_unavailable(labels, self.class_names))
+        if reason is not None:
+            adapted = adapted.with_note(reason)
         else:
-            reason = leave_one_out_unavailable(labels, self._classes)
-            if reason is not None:
-                adapted = dataclasses.replace(adapted, set_note=reason)
-            else:
-                adapted = self._with_sets(adapted, leave_one_out_logits(self.method, images, labels, progress=progress),
-                                          labels)
+            loo = leave_one_out_logits(self.method, images, labels, progress=progress)
+            adapted = adapted.with_sets(loo, labels, self.alpha, self.temperature)
         self._adapted = adapted
 
     @property
@@ -340,16 +267,16 @@ class DiagnosisSession:
         x = self._normalize(model_input.unsqueeze(0))
         temperature = self.temperature
         with torch.no_grad():
-            logits = _require_finite(adapted.model.predict(x), f"scores of {name or 'the query'}")
+            logits = require_finite(adapted.model.predict(x), f"scores of {name or 'the query'}")
             probabilities = torch.softmax(logits.double() / temperature, dim=-1)[0].cpu()
             features = adapted.model.embed(x) if adapted.reference is not None else None
-        index = int(probabilities.argmax())
+        index, classes = int(probabilities.argmax()), self.class_names
         entropy, normalized, uncertain = entropy_flags(probabilities, self.uncertain_threshold)
         members: tuple[str, ...] | None = None
         if adapted.sets is not None:
             inside = adapted.sets.predict(probabilities[None].numpy())[0]
             order = np.argsort(-probabilities.numpy(), kind="stable")
-            members = tuple(self._classes[i] for i in order if inside[i])
+            members = tuple(classes[i] for i in order if inside[i])
             uncertain = len(members) != 1
         distance = threshold = outlier = None
         if adapted.reference is not None and features is not None:
@@ -357,10 +284,10 @@ class DiagnosisSession:
             threshold = adapted.reference.threshold
             outlier = distance > threshold
         return Prediction(
-            predicted=self._classes[index],
+            predicted=classes[index],
             predicted_index=index,
-            class_names=self.class_names,
-            probabilities={c: float(p) for c, p in zip(self._classes, probabilities.tolist())},
+            class_names=classes,
+            probabilities={c: float(p) for c, p in zip(classes, probabilities.tolist())},
             entropy=entropy,
             normalized_entropy=normalized,
             uncertain=uncertain,
@@ -396,83 +323,37 @@ class DiagnosisSession:
             SupportSetError: A class with fewer than two scans (its scan could not be left out),
                 or fewer than two classes.
         """
-        counts = self.support_counts()
-        self._check_classes(counts)
-        small = [c for c, n in counts.items() if n < 2]
-        if small:
-            raise SupportSetError(
-                f"leave-one-out needs at least 2 scans per class; {small} have {[counts[c] for c in small]}"
-            )
+        self._support.check_leave_one_out()
         ready = self.is_adapted and self._adapted is not None and self._adapted.loo_logits is not None
         self.adapt(progress)
         adapted = self._require_adapted()
         if adapted.loo_logits is None:  # sets are off: the scores were not needed until now
-            images, labels = self._support_tensors(self._scans)
+            images, labels = self._support_tensors()
             loo = leave_one_out_logits(self.method, images, labels, progress=progress)
-            adapted = self._adapted = dataclasses.replace(adapted, loo_logits=loo)
+            adapted = self._adapted = adapted.with_scores(loo)
         elif ready and progress is not None:
-            progress(len(self._scans), len(self._scans))
-        predicted = adapted.loo_logits.argmax(dim=1).tolist()  # type: ignore[union-attr]
-        hits: Counter[str] = Counter(
-            scan.label for scan, p in zip(self._scans, predicted) if self._classes[p] == scan.label
-        )
-        correct = sum(hits.values())
-        return LeaveOneOutResult(
-            accuracy=correct / len(self._scans),
-            correct=correct,
-            total=len(self._scans),
-            per_class={c: hits[c] / counts[c] for c in self._classes},
-        )
+            progress(len(self.support), len(self.support))
+        return self._support.leave_one_out_result(adapted.loo_logits)  # type: ignore[arg-type]
 
     # ------------------------------------------------------------------ internals
-    def _with_sets(self, adapted: _Adapted, loo: torch.Tensor, labels: torch.Tensor) -> _Adapted:
-        """``adapted`` with the leave-one-out logits and the conformal sets fitted on them."""
-        _require_finite(loo, "leave-one-out scores of the support scans")
-        assert self.alpha is not None
-        probabilities = torch.softmax(loo.double() / self.temperature, dim=-1).cpu()
-        sets = ConformalSets.fit(probabilities, labels.cpu(), self.alpha)
-        note = None
-        if sets.always_full:
-            level = f"{100 * sets.confidence:g}%"
-            note = (f"with {sets.n_calibration} support scans a {level} set must hold every class; "
-                    f"{min_support_for(self.alpha)} or more scans in all can narrow it")
-        return dataclasses.replace(adapted, loo_logits=loo, sets=sets, set_note=note)
-
-    def _changed(self) -> None:
-        self._version += 1
-
-    def _check_index(self, index: int) -> int:
-        if isinstance(index, bool) or not isinstance(index, int) or not -len(self._scans) <= index < len(self._scans):
-            raise SupportSetError(f"no support scan at index {index!r}; the session holds {len(self._scans)}")
-        return index
-
     def _model_input(self, loaded: LoadedImage) -> torch.Tensor:
         return self.preprocessing.prepare(loaded.pixels)
 
     def _normalize(self, batch: torch.Tensor) -> torch.Tensor:
         return self.preprocessing.normalize_batch(batch.to(self.device))
 
-    def _check_classes(self, counts: dict[str, int]) -> None:
-        if len(counts) < 2:
-            raise SupportSetError(f"a support set needs at least 2 classes, got {len(counts)}: {list(counts)}")
-        empty = [c for c, n in counts.items() if n == 0]
-        if empty:
-            raise SupportSetError(f"class(es) {empty} have no scans; add scans or remove the class")
-
-    def _support_tensors(self, scans: list[SupportScan]) -> tuple[torch.Tensor, torch.Tensor]:
-        self._check_classes({c: sum(s.label == c for s in scans) for c in self._classes})
-        images = self._normalize(torch.stack([s.model_input for s in scans]))
-        labels = torch.tensor([self._classes.index(s.label) for s in scans], dtype=torch.int64, device=self.device)
-        return images, labels
+    def _support_tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        images, labels = self._support.tensors(self.device)
+        return self._normalize(images), labels
 
     def _run_adapt(self, images: torch.Tensor, labels: torch.Tensor) -> AdaptedModel:
         with torch.no_grad():  # every method's test-time adapt runs without a meta-gradient graph
             return self.method.adapt(images, labels)
 
-    def _require_adapted(self) -> _Adapted:
+    def _require_adapted(self) -> AdaptedState:
         if self._adapted is None:
             raise NotAdaptedError("diagnose needs an adapted model: call adapt() after adding support scans")
-        if self._adapted.version != self._version:
+        if self._adapted.version != self._support.version:
             raise NotAdaptedError("the support set changed since adapt(): call adapt() again before diagnose")
         return self._adapted
 
@@ -480,19 +361,3 @@ class DiagnosisSession:
         if self._saliency is None:
             self._saliency = SaliencyMapper(self.method.backbone)
         return self._saliency(model, x, index)
-
-
-def _require_finite(values: torch.Tensor, what: str) -> torch.Tensor:
-    """Return ``values`` if every entry is finite, else raise: a broken model must not diagnose."""
-    if not bool(torch.isfinite(values).all()):
-        raise ModelOutputError(
-            f"the model produced non-finite (NaN or infinite) {what}: the checkpoint is broken "
-            "(e.g. trained with a diverging learning rate); retrain it or choose another model"
-        )
-    return values
-
-
-def _check_label(label: str) -> str:
-    if not isinstance(label, str) or not label.strip():
-        raise ConfigError(f"a class label must be a non-empty string, got {label!r}")
-    return label.strip()

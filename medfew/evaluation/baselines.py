@@ -23,7 +23,12 @@ from sklearn.neighbors import NearestCentroid
 from sklearn.preprocessing import StandardScaler
 
 from medfew.errors import ConfigError, EpisodeError, RegistryError
-from medfew.methods.base import AdaptedModel, check_leave_one_out
+from medfew.methods.base import (
+    MIN_CLASSES,
+    AdaptedModel,
+    check_leave_one_out,
+    support_shortfall,
+)
 
 
 def _flatten(images: torch.Tensor, what: str) -> np.ndarray:
@@ -48,14 +53,14 @@ def _check_support(images: torch.Tensor, labels: torch.Tensor) -> tuple[np.ndarr
     targets = labels.detach().cpu().numpy().astype(np.int64)
     if targets.min() < 0:
         raise EpisodeError(f"support_labels must be >= 0, got {np.unique(targets).tolist()}")
-    n = int(targets.max()) + 1
-    missing = sorted(set(range(n)) - set(targets.tolist()))
-    if missing or n < 2:
+    counts = np.bincount(targets).tolist()  # (N,) with N = max label + 1
+    too_few, missing = support_shortfall(dict(enumerate(counts)))
+    if too_few or missing:
         raise EpisodeError(
-            f"support_labels must cover every class 0..N-1 with N >= 2, got {np.unique(targets).tolist()}"
-            + (f" (missing {missing})" if missing else "")
+            f"support_labels must cover every class 0..N-1 with N >= {MIN_CLASSES}, "
+            f"got {np.unique(targets).tolist()}" + (f" (missing {missing})" if missing else "")
         )
-    return features, targets, n
+    return features, targets, len(counts)
 
 
 class _FittedPixels(AdaptedModel):

@@ -11,8 +11,9 @@ training loop, evaluation and the clinician session only ever call:
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 from torch import nn
@@ -140,6 +141,32 @@ class FewShotMethod(nn.Module, ABC):
         return {}
 
 
+MIN_CLASSES = 2
+"""A support set needs at least this many classes."""
+
+MIN_LEAVE_ONE_OUT = 2
+"""Leave-one-out needs at least this many support images per class (one left out, one kept)."""
+
+_Class = TypeVar("_Class")
+
+
+def support_shortfall(counts: Mapping[_Class, int], *, per_class: int = 1) -> tuple[bool, list[_Class]]:
+    """The one rule of a support set, on its class -> number of images (classes by index or by name).
+
+    Every support check (these label tensors, the raw-pixel baselines, the clinician session's class
+    names) applies it and words its own error.
+
+    Args:
+        counts: Images per class, in class order (a class without images counts 0).
+        per_class: The fewest images a class needs: 1 to adapt, :data:`MIN_LEAVE_ONE_OUT` for leave-one-out.
+
+    Returns:
+        Whether there are fewer than :data:`MIN_CLASSES` classes, and the classes with fewer than
+        ``per_class`` images (in ``counts`` order).
+    """
+    return len(counts) < MIN_CLASSES, [c for c, n in counts.items() if n < per_class]
+
+
 def support_classes(support_images: torch.Tensor, support_labels: torch.Tensor) -> int:
     """Check a support set and return its number of classes ``N``.
 
@@ -160,10 +187,11 @@ def support_classes(support_images: torch.Tensor, support_labels: torch.Tensor) 
             f"support labels must be non-empty int64 in [0, N), got {support_labels.dtype} "
             f"{support_labels.unique().tolist()}"
         )
-    counts = torch.bincount(support_labels)
-    if len(counts) < 2 or bool((counts == 0).any()):
+    counts = torch.bincount(support_labels).tolist()
+    too_few, empty = support_shortfall(dict(enumerate(counts)))
+    if too_few or empty:
         raise EpisodeError(
-            f"support labels must cover every class 0..N-1 with N >= 2, got counts {counts.tolist()}"
+            f"support labels must cover every class 0..N-1 with N >= {MIN_CLASSES}, got counts {counts}"
         )
     return len(counts)
 
@@ -175,9 +203,9 @@ def check_leave_one_out(support_labels: torch.Tensor, n_classes: int) -> None:
         EpisodeError: Naming the classes with fewer than 2 images.
     """
     counts = torch.bincount(support_labels, minlength=n_classes).tolist()
-    small = [c for c, n in enumerate(counts) if n < 2]
+    _, small = support_shortfall(dict(enumerate(counts)), per_class=MIN_LEAVE_ONE_OUT)
     if small:
         raise EpisodeError(
-            f"leave-one-out needs at least 2 support images per class; classes {small} have "
+            f"leave-one-out needs at least {MIN_LEAVE_ONE_OUT} support images per class; classes {small} have "
             f"{[counts[c] for c in small]}"
         )
