@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import json
+import subprocess
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -20,8 +22,11 @@ from medfew.diagnosis import DiagnosisSession
 from medfew.errors import ConfigError, ImageInputError, ImageReadError
 from medfew.reporting import (
     DISCLAIMER,
+    QueryImages,
     build_report,
+    query_images,
     render_pdf,
+    report_inputs,
     write_dicom,
     write_json,
     write_pdf,
@@ -62,7 +67,7 @@ def pdf_text(path_or_bytes: Path | bytes) -> str:
 def test_report_content(diagnosed) -> None:
     session, prediction, _ = diagnosed
     when = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
-    report = build_report(session, [prediction], notes="follow up in 3 months",
+    report = build_report(report_inputs(session), [prediction], notes="follow up in 3 months",
                           leave_one_out=session.leave_one_out(), created=when)
     assert report.created == "2026-01-02T03:04:05+00:00" and report.disclaimer == DISCLAIMER
     assert "RESEARCH USE ONLY" in report.disclaimer
@@ -86,12 +91,12 @@ def test_report_content(diagnosed) -> None:
     overlay = Image.open(io.BytesIO(query.saliency_overlay_png))
     assert thumb.format == overlay.format == "PNG" and max(thumb.size) == 256 and overlay.size == (256, 256)
     with pytest.raises(ConfigError, match="got 2 notes for 1 predictions"):
-        build_report(session, [prediction], notes=["a", "b"])
+        build_report(report_inputs(session), [prediction], notes=["a", "b"])
 
 
 def test_json_has_no_identifiers_or_file_names_unless_asked(diagnosed, tmp_path: Path) -> None:
     session, prediction, _ = diagnosed
-    plain = write_json(build_report(session, [prediction]), tmp_path / "r.json").read_text()
+    plain = write_json(build_report(report_inputs(session), [prediction]), tmp_path / "r.json").read_text()
     for secret in (FAKE_PATIENT_NAME, FAKE_PATIENT_ID, "ACC-42", "1.2.3.4.5", SUPPORT_NAME, "query.dcm"):
         assert secret not in plain
     data = json.loads(plain)
@@ -100,7 +105,7 @@ def test_json_has_no_identifiers_or_file_names_unless_asked(diagnosed, tmp_path:
     assert data["queries"][0]["set_statement"].startswith("fine or coarse — the true class is in this set")
     assert data["model"]["temperature"] == 1.0 and data["settings"]["conformal_alpha"] == 0.1
     assert data["queries"][0]["thumbnail_png_base64"] and data["disclaimer"] == DISCLAIMER
-    full = write_json(build_report(session, [prediction], include_identifiers=True), tmp_path / "f.json").read_text()
+    full = write_json(build_report(report_inputs(session), [prediction], include_identifiers=True), tmp_path / "f.json").read_text()
     ids = json.loads(full)["queries"][0]["identifiers"]
     assert ids["PatientName"] == FAKE_PATIENT_NAME and ids["PatientID"] == FAKE_PATIENT_ID
     assert SUPPORT_NAME not in full
@@ -108,7 +113,7 @@ def test_json_has_no_identifiers_or_file_names_unless_asked(diagnosed, tmp_path:
 
 def test_pdf_text_is_extractable_and_identifiers_only_on_request(diagnosed, tmp_path: Path) -> None:
     session, prediction, _ = diagnosed
-    report = build_report(session, [prediction], notes="clinician says hello")
+    report = build_report(report_inputs(session), [prediction], notes="clinician says hello")
     text = pdf_text(write_pdf(report, tmp_path / "r.pdf"))
     assert "RESEARCH USE ONLY" in text and "predicted fine" in text and "clinician says hello" in text
     assert "unreliable" in text and report.model.name in text
@@ -117,13 +122,13 @@ def test_pdf_text_is_extractable_and_identifiers_only_on_request(diagnosed, tmp_
     assert "Calibration: Probabilities are not calibrated" in flat and "Uncertain: YES (the prediction set holds 2" in flat
     for secret in (FAKE_PATIENT_NAME, FAKE_PATIENT_ID, "ACC-42", SUPPORT_NAME):
         assert secret not in text
-    text = pdf_text(render_pdf(build_report(session, [prediction], include_identifiers=True)))
+    text = pdf_text(render_pdf(build_report(report_inputs(session), [prediction], include_identifiers=True)))
     assert FAKE_PATIENT_NAME in text and FAKE_PATIENT_ID in text and "ACC-42" in text
 
 
 def test_dicom_report_is_an_encapsulated_pdf_filed_in_the_source_study(diagnosed, tmp_path: Path) -> None:
     session, prediction, query = diagnosed
-    report = build_report(session, [prediction])  # no identifiers in the PDF ...
+    report = build_report(report_inputs(session), [prediction])  # no identifiers in the PDF ...
     out = write_dicom(report, tmp_path / "report.dcm", query)
     ds = dcmread(out)
     assert ds.SOPClassUID == EncapsulatedPDFStorage == ds.file_meta.MediaStorageSOPClassUID
@@ -143,7 +148,7 @@ def test_dicom_report_is_an_encapsulated_pdf_filed_in_the_source_study(diagnosed
 
 def test_writer_errors(diagnosed, tmp_path: Path) -> None:
     session, prediction, _ = diagnosed
-    report = build_report(session, [prediction])
+    report = build_report(report_inputs(session), [prediction])
     not_dicom = tmp_path / "x.txt"
     not_dicom.write_text("hello")
     with pytest.raises(ImageReadError, match="x.txt: cannot read the source DICOM study"):
@@ -163,7 +168,7 @@ def test_a_calibrated_model_is_named_in_every_writer(checkpoint: Path, tmp_path:
         session.add_support(stripes_uint8(COARSE, rng), "coarse")
     session.adapt()
     prediction = session.diagnose(stripes_uint8(COARSE, rng))
-    report = build_report(session, [prediction])
+    report = build_report(report_inputs(session), [prediction])
     assert report.model.temperature == 2.5 and report.queries[0].prediction_set == ("coarse",)
     assert report.queries[0].probabilities == prediction.probabilities and not report.queries[0].uncertain
     data = json.loads(write_json(report, tmp_path / "r.json").read_text())
@@ -190,7 +195,7 @@ def test_free_text_dicom_attributes_stay_out_of_reports_by_default(checkpoint: P
     odd_body = save_dicom(dicom_dataset(stripes_uint8(FINE, rng), modality="CR", BodyPartExamined="MR SMITH CHEST"),
                           tmp_path / "q2.dcm")
     predictions = [session.diagnose(query, saliency=False), session.diagnose(odd_body, saliency=False)]
-    plain = build_report(session, predictions)
+    plain = build_report(report_inputs(session), predictions)
     text = write_json(plain, tmp_path / "r.json").read_text() + pdf_text(write_pdf(plain, tmp_path / "r.pdf"))
     for secret in ("Jane Roe", "Roe-Scanner", "SMITH", "HFS"):
         assert secret not in text
@@ -198,7 +203,7 @@ def test_free_text_dicom_attributes_stay_out_of_reports_by_default(checkpoint: P
     assert first.clinical["Modality"] == "CR" and first.clinical["BodyPartExamined"] == "CHEST"
     assert first.clinical["Rows"] == SIZE and "Manufacturer" not in first.clinical
     assert "BodyPartExamined" not in second.clinical  # not a defined term: free text
-    opted_in = build_report(session, predictions, include_identifiers=True)
+    opted_in = build_report(report_inputs(session), predictions, include_identifiers=True)
     assert opted_in.queries[0].clinical["Manufacturer"] == "Clinic of Dr Jane Roe"
     assert opted_in.queries[0].clinical["ImageType"] == ["ORIGINAL", "PRIMARY", "JOHNSMITH"]
     assert "PA SMITH" in pdf_text(write_pdf(opted_in, tmp_path / "full.pdf"))
@@ -209,7 +214,7 @@ def test_pdf_has_page_numbers_aliases_input_size_and_training_data_once(diagnose
     from medfew.reporting.report import training_domains
 
     session, prediction, _ = diagnosed
-    report = build_report(session, [prediction, prediction])
+    report = build_report(report_inputs(session), [prediction, prediction])
     text = " ".join(pdf_text(write_pdf(report, tmp_path / "r.pdf")).split())
     alias = f"Q1-{prediction.image_sha256[:6]}"
     assert report.queries[0].alias == alias and report.queries[1].alias.startswith("Q2-")
@@ -219,3 +224,33 @@ def test_pdf_has_page_numbers_aliases_input_size_and_training_data_once(diagnose
     provenance = [{"name": n} for n in ("organamnist", "bloodmnist", "organamnist", "bloodmnist", "own-set")]
     names, modalities = training_domains(provenance)
     assert names == ("organamnist", "bloodmnist", "own-set") and len(modalities) == 2
+
+
+def test_report_is_built_from_plain_data_and_takes_images_already_drawn(diagnosed) -> None:
+    session, prediction, _ = diagnosed
+    inputs = report_inputs(session)
+    assert inputs.model.method == "protonet" and inputs.support.counts == {"fine": 3, "coarse": 3}
+    assert inputs.support.leave_one_out_accuracy is None and inputs.settings.to_dict() == {
+        "uncertain_threshold": session.uncertain_threshold, "ood_factor": session.ood_factor,
+        "conformal_alpha": 0.1, "preprocessing": {"image_size": SIZE, "channels": 3,
+                                                  "normalize": session.preprocessing.normalize}}
+    when = datetime(2026, 1, 2, tzinfo=UTC)
+    drawn = build_report(inputs, [prediction], created=when)
+    assert drawn.queries[0].thumbnail_png == query_images(prediction.image, prediction.model_input,
+                                                          prediction.saliency).thumbnail_png
+    given = build_report(inputs, [prediction], created=when,
+                         images=[QueryImages(drawn.queries[0].thumbnail_png, drawn.queries[0].saliency_overlay_png)])
+    assert given == drawn  # the same report, nothing drawn twice
+    marker = QueryImages(b"thumb", None)
+    assert build_report(inputs, [prediction], images=[marker]).queries[0].thumbnail_png == b"thumb"
+    with pytest.raises(ConfigError, match="got 2 image sets for 1 predictions"):
+        build_report(inputs, [prediction], images=[marker, marker])
+
+
+def test_reporting_imports_no_session_no_model_code_and_no_torch() -> None:
+    code = ("import sys, medfew.reporting, medfew.reporting.report; "
+            "print('medfew.diagnosis.session' in sys.modules, "
+            "any(m.startswith(('medfew.diagnosis', 'medfew.models', 'medfew.methods')) for m in sys.modules), "
+            "'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "False", "False"]

@@ -25,14 +25,17 @@ from medfew.diagnosis import (
     Prediction,
     expand_class_zip,
     load_input,
+    support_shortfall,
 )
 from medfew.errors import MedfewError
 from medfew.methods import FewShotMethod
 from medfew.reporting import (
     DiagnosticReport,
+    QueryImages,
     build_report,
     render_dicom,
     render_pdf,
+    report_inputs,
     report_json,
     saliency_overlay_png,
     thumbnail_png,
@@ -253,12 +256,12 @@ class Workspace:
 
     # ---------------------------------------------------------------- adapt
     def adapt_blockers(self) -> list[str]:
-        """Why Adapt cannot run now (empty when it can)."""
+        """Why Adapt cannot run now (empty when it can): the session's support-set rule, in the screen's words."""
         counts = self.session.support_counts()
+        too_few, empty = support_shortfall(counts)
         reasons = []
-        if len(counts) < 2:
+        if too_few:
             reasons.append(f"define at least two classes (now {len(counts)})")
-        empty = [c for c, n in counts.items() if n == 0]
         if empty:
             reasons.append("add scans to " + ", ".join(repr(c) for c in empty) + " or remove the class")
         return reasons
@@ -334,8 +337,10 @@ class Workspace:
         notes = self.notes if notes is None else notes
         indices = range(len(self.outcomes)) if only is None else [only]
         return build_report(
-            self.session, [self.outcomes[i].prediction for i in indices], notes=[notes[i] for i in indices],
-            include_identifiers=include_identifiers, leave_one_out=self.leave_one_out,
+            report_inputs(self.session), [self.outcomes[i].prediction for i in indices],
+            notes=[notes[i] for i in indices], include_identifiers=include_identifiers,
+            leave_one_out=self.leave_one_out,
+            images=[QueryImages(self.outcomes[i].thumbnail, self.outcomes[i].overlay) for i in indices],
         )
 
     def report_files(self, notes: Sequence[str] | None = None, *,

@@ -123,13 +123,14 @@ def _try(strict: bool, skipped: _Skipped, role: str, path: str | Path, action: A
 
 def _write_reports(session: DiagnosisSession, diagnosed: list[tuple[str, Prediction]],
                    loo: LeaveOneOutResult | None, path: Path, args: argparse.Namespace) -> list[Path]:
-    from medfew.reporting import build_report, write_dicom, write_json, write_pdf
+    from medfew.reporting import build_report, report_inputs, write_dicom, write_json, write_pdf
 
+    inputs = report_inputs(session)
     predictions = [p for _, p in diagnosed]
-    report = build_report(session, predictions, notes=args.note or "", include_identifiers=args.include_identifiers,
-                          leave_one_out=loo)
     suffix = path.suffix.lower()
     if suffix != ".dcm":
+        report = build_report(inputs, predictions, notes=args.note or "", include_identifiers=args.include_identifiers,
+                              leave_one_out=loo)
         (write_pdf if suffix == ".pdf" else write_json)(report, path)
         return [path]
     not_dicom = [query for query, p in diagnosed if p.dicom is None]
@@ -139,7 +140,7 @@ def _write_reports(session: DiagnosisSession, diagnosed: list[tuple[str, Predict
     paths = [path] if len(diagnosed) == 1 else [path.with_name(f"{path.stem}-{i}{path.suffix}")
                                                 for i in range(1, len(diagnosed) + 1)]
     for index, ((query, _), out) in enumerate(zip(diagnosed, paths)):
-        single = build_report(session, [predictions[index]], notes=args.note or "",
+        single = build_report(inputs, [predictions[index]], notes=args.note or "",
                               include_identifiers=args.include_identifiers, leave_one_out=loo)
         write_dicom(single, out, query)
     return paths

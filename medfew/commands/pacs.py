@@ -115,7 +115,7 @@ def run_diagnose(args: argparse.Namespace) -> int:
     from medfew.diagnosis import DiagnosisSession
     from medfew.errors import ImageInputError, ImageReadError, SupportSetError
     from medfew.pacs import store_report
-    from medfew.reporting import build_report
+    from medfew.reporting import build_report, report_inputs
 
     client = _client()
     instances = client.pull_series(args.series)  # before the model: a bad UID fails fast
@@ -147,7 +147,7 @@ def run_diagnose(args: argparse.Namespace) -> int:
         loo = None
     stored = None
     if args.store_report:
-        report = build_report(session, [p for _, p in diagnosed], notes=args.note, leave_one_out=loo)
+        report = build_report(report_inputs(session), [p for _, p in diagnosed], notes=args.note, leave_one_out=loo)
         stored = store_report(client, report, [i.data for i, _ in diagnosed])
     rows = [{"instance": i.sop_instance_uid, **p.to_dict()} for i, p in diagnosed]
     if args.json:

@@ -10,9 +10,10 @@ import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-from safetensors.torch import save_file
+if TYPE_CHECKING:
+    import torch
 
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
@@ -37,6 +38,9 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 
 def atomic_save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
-    """``safetensors.torch.save_file`` made atomic."""
+    """``safetensors.torch.save_file`` made atomic (torch is imported here, so that the report writers,
+    which only write bytes, load no torch)."""
+    from safetensors.torch import save_file
+
     cpu = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
     atomic_write(path, lambda tmp: save_file(cpu, str(tmp), metadata=metadata))

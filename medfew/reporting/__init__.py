@@ -1,7 +1,13 @@
 """medfew.reporting: the diagnostic report (data) and its writers - JSON, PDF, DICOM (Encapsulated PDF, SR)."""
 
 from medfew.reporting.dicom_writer import render_dicom, write_dicom
-from medfew.reporting.images import saliency_overlay_png, thumbnail_png
+from medfew.reporting.from_session import report_inputs
+from medfew.reporting.images import (
+    QueryImages,
+    query_images,
+    saliency_overlay_png,
+    thumbnail_png,
+)
 from medfew.reporting.json_writer import report_json, write_json
 from medfew.reporting.pdf_writer import render_pdf, write_pdf
 from medfew.reporting.report import (
@@ -9,6 +15,8 @@ from medfew.reporting.report import (
     DiagnosticReport,
     ModelSummary,
     QueryResult,
+    ReportInputs,
+    ReportSettings,
     SupportSummary,
     build_report,
     training_domains,
@@ -19,12 +27,17 @@ __all__ = [
     "DISCLAIMER",
     "DiagnosticReport",
     "ModelSummary",
+    "QueryImages",
     "QueryResult",
+    "ReportInputs",
+    "ReportSettings",
     "SupportSummary",
     "build_report",
+    "query_images",
     "render_dicom",
     "render_pdf",
     "render_sr",
+    "report_inputs",
     "report_json",
     "saliency_overlay_png",
     "sr_dataset",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from dataclasses import dataclass, field
 
 import numpy as np
 from PIL import Image
@@ -67,3 +68,31 @@ def saliency_overlay_png(image: np.ndarray, saliency: np.ndarray, side: int = TH
     blended = (1.0 - weight) * base + weight * heat_colours(saliency)
     picture = Image.fromarray((blended * 255.0 + 0.5).astype(np.uint8))
     return _png(np.asarray(picture.resize((side, side), Image.Resampling.BILINEAR)))
+
+
+@dataclass(frozen=True)
+class QueryImages:
+    """The PNGs a report shows of one query, drawn once (by whoever shows them first).
+
+    Attributes:
+        thumbnail_png: PNG bytes of the query (:func:`thumbnail_png`).
+        saliency_overlay_png: PNG bytes of the saliency overlay (:func:`saliency_overlay_png`), or ``None``.
+    """
+
+    thumbnail_png: bytes = field(repr=False)
+    saliency_overlay_png: bytes | None = field(repr=False)
+
+
+def query_images(image: np.ndarray, model_input: np.ndarray, saliency: np.ndarray | None) -> QueryImages:
+    """Draw the thumbnail of a query and, when it has a saliency map, the overlay on its model input.
+
+    Args:
+        image: float ``(C, H, W)`` in ``[0, 1]``, the decoded query (``Prediction.image``).
+        model_input: float ``(C, S, S)`` in ``[0, 1]``, what the model read (``Prediction.model_input``).
+        saliency: float ``(S, S)`` in ``[0, 1]`` (``Prediction.saliency``), or ``None``.
+
+    Returns:
+        The :class:`QueryImages`.
+    """
+    overlay = None if saliency is None else saliency_overlay_png(model_input, saliency)
+    return QueryImages(thumbnail_png=thumbnail_png(image), saliency_overlay_png=overlay)

@@ -1,10 +1,12 @@
-"""The diagnostic report as data: :class:`DiagnosticReport` and :func:`build_report` from a session.
+"""The diagnostic report as data: :class:`DiagnosticReport` and :func:`build_report` from plain inputs.
 
 Every query carries the calibrated probabilities, its conformal prediction set with the coverage
 statement (or why there is none), and the flags; the model summary carries the temperature the
 probabilities were calibrated with.
 
-A report holds everything a writer needs (text, numbers, PNG bytes) and nothing that needs a model.
+A report holds everything a writer needs (text, numbers, PNG bytes) and nothing that needs a model;
+it is built from plain data too (:class:`ReportInputs`, the predictions, PNGs already drawn), never from
+a live session: :func:`medfew.reporting.from_session.report_inputs` turns a session into that data.
 It never holds file names of support scans (they often contain patient names): support images are
 named by the sha256 of their pixels. Patient identifiers appear only when ``include_identifiers=True``,
 taken from the DICOM header of each query.
@@ -14,16 +16,17 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from medfew import __version__
-from medfew.diagnosis.prediction import LeaveOneOutResult, Prediction
-from medfew.diagnosis.session import DiagnosisSession
 from medfew.errors import ConfigError
 from medfew.reporting.dicom_fields import report_attributes
-from medfew.reporting.images import saliency_overlay_png, thumbnail_png
+from medfew.reporting.images import QueryImages, query_images
+
+if TYPE_CHECKING:  # types only: importing medfew.diagnosis would import the session, and torch
+    from medfew.diagnosis.prediction import LeaveOneOutResult, Prediction
 
 DISCLAIMER = (
     "RESEARCH USE ONLY. Not a medical device and not approved for clinical diagnosis. The scores come "
@@ -83,6 +86,52 @@ class SupportSummary:
     image_sha256: dict[str, tuple[str, ...]]
     leave_one_out_accuracy: float | None = None
     leave_one_out_warning: str | None = None
+
+
+@dataclass(frozen=True)
+class ReportSettings:
+    """The thresholds and preprocessing the predictions were made with (``DiagnosticReport.settings``).
+
+    Attributes:
+        uncertain_threshold: Normalised-entropy threshold of the *uncertain* flag, in ``(0, 1)``.
+        ood_factor: Multiple of the support radius beyond which a query is out of distribution.
+        conformal_alpha: Level of the conformal prediction sets, or ``None`` (no sets).
+        image_size: Side ``S`` of the square model input.
+        channels: Channels of the model input, 1 or 3.
+        normalize: Normalisation mode of the model input (``Preprocessing.normalize``).
+    """
+
+    uncertain_threshold: float
+    ood_factor: float
+    conformal_alpha: float | None
+    image_size: int
+    channels: int
+    normalize: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON-serialisable dict a report carries as ``settings``."""
+        return {
+            "uncertain_threshold": self.uncertain_threshold,
+            "ood_factor": self.ood_factor,
+            "conformal_alpha": self.conformal_alpha,
+            "preprocessing": {"image_size": self.image_size, "channels": self.channels, "normalize": self.normalize},
+        }
+
+
+@dataclass(frozen=True)
+class ReportInputs:
+    """What a report shows of the session that made the predictions, as plain data (no model, no tensors).
+
+    Attributes:
+        model: :class:`ModelSummary` of the model.
+        support: :class:`SupportSummary` of the support set (its leave-one-out fields are replaced when
+            :func:`build_report` is given ``leave_one_out``).
+        settings: :class:`ReportSettings`.
+    """
+
+    model: ModelSummary
+    support: SupportSummary
+    settings: ReportSettings
 
 
 @dataclass(frozen=True)
@@ -214,21 +263,6 @@ class DiagnosticReport:
         }
 
 
-def model_summary(session: DiagnosisSession) -> ModelSummary:
-    """The :class:`ModelSummary` of a session's model (from its checkpoint sidecar when it has one)."""
-    info = session.info
-    prep = session.preprocessing
-    size = f"{prep.image_size}x{prep.image_size} pixels, {prep.channels} channel{'s' if prep.channels != 1 else ''}"
-    if info is None:
-        backbone = type(session.method.backbone).__name__
-        return ModelSummary(name=f"{session.method.name}/in-memory", method=session.method.name,
-                            backbone=backbone, weights_sha256="", temperature=session.temperature, input_size=size)
-    names, modalities = training_domains(info.data_provenance)
-    return ModelSummary(name=info.name, method=info.method, backbone=info.backbone,
-                        weights_sha256=info.weights_sha256, training_data=names, training_modalities=modalities,
-                        input_size=size, temperature=session.temperature)
-
-
 def training_domains(data_provenance: Sequence[Any]) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """The dataset names of a checkpoint's data provenance, and their modalities, each listed once.
 
@@ -248,60 +282,55 @@ def training_domains(data_provenance: Sequence[Any]) -> tuple[tuple[str, ...], t
 
 
 def build_report(
-    session: DiagnosisSession,
+    inputs: ReportInputs,
     predictions: Sequence[Prediction],
     *,
     notes: Sequence[str] | str = "",
     include_identifiers: bool = False,
     leave_one_out: LeaveOneOutResult | None = None,
     created: datetime | None = None,
+    images: Sequence[QueryImages] | None = None,
 ) -> DiagnosticReport:
-    """Assemble a report from a session and its predictions (renders the PNGs; touches no model).
+    """Assemble a report from plain data: the session's summary and its predictions (touches no model).
 
     Args:
-        session: The session the predictions came from (support summary, model provenance).
-        predictions: Results of ``session.diagnose``.
+        inputs: Model, support set and settings of the session the predictions came from
+            (:func:`medfew.reporting.from_session.report_inputs`).
+        predictions: Results of ``session.diagnose``, one per query.
         notes: One clinician's note for all queries, or one per prediction.
         include_identifiers: Copy patient / study identifiers from each DICOM query's header.
-        leave_one_out: ``session.leave_one_out()`` result, if computed.
+        leave_one_out: ``session.leave_one_out()`` result, if computed; it replaces the leave-one-out
+            fields of ``inputs.support``.
         created: Timestamp (default: now, UTC).
+        images: The PNGs of each prediction when they are drawn already (one per prediction, e.g. the
+            app's screen thumbnails); default: drawn here with :func:`~medfew.reporting.images.query_images`.
+
+    Returns:
+        The :class:`DiagnosticReport`, queries aliased ``Q1-...``, ``Q2-...`` in the order given.
 
     Raises:
-        ConfigError: ``notes`` is a list whose length differs from ``predictions``.
+        ConfigError: ``notes`` (a list) or ``images`` has a length other than ``len(predictions)``.
     """
     if isinstance(notes, str):
         notes = [notes] * len(predictions)
     if len(notes) != len(predictions):
         raise ConfigError(f"got {len(notes)} notes for {len(predictions)} predictions; give one note or one per query")
-    queries = tuple(_query_result(p, note, include_identifiers, alias=f"Q{i}-{p.image_sha256[:6]}")
-                    for i, (p, note) in enumerate(zip(predictions, notes), start=1))
-    hashes: dict[str, list[str]] = {c: [] for c in session.class_names}
-    for scan in session.support:
-        hashes[scan.label].append(scan.sha256)
-    support = SupportSummary(
-        classes=session.class_names,
-        counts=session.support_counts(),
-        image_sha256={c: tuple(v) for c, v in hashes.items()},
-        leave_one_out_accuracy=None if leave_one_out is None else leave_one_out.accuracy,
-        leave_one_out_warning=None if leave_one_out is None else leave_one_out.warning,
-    )
-    prep = session.preprocessing
-    settings = {
-        "uncertain_threshold": session.uncertain_threshold,
-        "ood_factor": session.ood_factor,
-        "conformal_alpha": session.alpha,
-        "preprocessing": {"image_size": prep.image_size, "channels": prep.channels, "normalize": prep.normalize},
-    }
+    if images is None:
+        images = [query_images(p.image, p.model_input, p.saliency) for p in predictions]
+    if len(images) != len(predictions):
+        raise ConfigError(f"got {len(images)} image sets for {len(predictions)} predictions; give one per query")
+    queries = tuple(_query_result(p, note, drawn, include_identifiers, alias=f"Q{i}-{p.image_sha256[:6]}")
+                    for i, (p, note, drawn) in enumerate(zip(predictions, notes, images), start=1))
+    support = inputs.support if leave_one_out is None else replace(
+        inputs.support, leave_one_out_accuracy=leave_one_out.accuracy, leave_one_out_warning=leave_one_out.warning)
     stamp = (created or datetime.now(UTC)).astimezone(UTC).isoformat(timespec="seconds")
-    return DiagnosticReport(created=stamp, disclaimer=DISCLAIMER, model=model_summary(session), support=support,
-                            queries=queries, include_identifiers=include_identifiers, settings=settings)
+    return DiagnosticReport(created=stamp, disclaimer=DISCLAIMER, model=inputs.model, support=support,
+                            queries=queries, include_identifiers=include_identifiers,
+                            settings=inputs.settings.to_dict())
 
 
-def _query_result(prediction: Prediction, note: str, include_identifiers: bool, *, alias: str) -> QueryResult:
-    overlay = (
-        None if prediction.saliency is None
-        else saliency_overlay_png(prediction.model_input, prediction.saliency)
-    )
+def _query_result(prediction: Prediction, note: str, images: QueryImages, include_identifiers: bool, *,
+                  alias: str) -> QueryResult:
     dicom = prediction.dicom
     return QueryResult(
         prediction=prediction.predicted,
@@ -309,8 +338,8 @@ def _query_result(prediction: Prediction, note: str, include_identifiers: bool, 
         normalized_entropy=prediction.normalized_entropy,
         uncertain=prediction.uncertain,
         out_of_distribution=prediction.out_of_distribution,
-        thumbnail_png=thumbnail_png(prediction.image),
-        saliency_overlay_png=overlay,
+        thumbnail_png=images.thumbnail_png,
+        saliency_overlay_png=images.saliency_overlay_png,
         saliency_caveat=prediction.saliency_caveat,
         image_sha256=prediction.image_sha256,
         note=str(note or ""),
