@@ -323,7 +323,9 @@ def render(results: dict[str, Any], path: Path, episodes: int) -> None:
         if t:
             lines.append(f"| {model} | {t['steps']} | {t['best_step']} | {100 * (t['best_val_accuracy'] or 0):.1f} | "
                          f"{t['cpu_s']} | {t['wall_s']} |")
-    lines += ["", f"Machine: {results.get('machine', '')}", ""]
+    lines += ["", f"Machine: {results.get('machine', '')}", "",
+              "Test-time settings chosen per task by `medfew suggest`, against the checkpoint's own, on the first 150 "
+              "of these episodes: [suggest.md](suggest.md) (`benchmarks/suggest_benchmark.py`).", ""]
     path.write_text("\n".join(lines), encoding="utf-8")
 
 

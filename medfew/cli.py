@@ -30,7 +30,7 @@ from medfew.messages import short_repr
 
 # ---------------------------------------------------------------------- data
 def _cmd_data_list(args: argparse.Namespace) -> int:
-    from medfew.data.sources.catalog import dataset_info, list_datasets
+    from medfew.data.sources import dataset_info, list_datasets
 
     rows = []
     for name in list_datasets():
@@ -45,7 +45,7 @@ def _cmd_data_list(args: argparse.Namespace) -> int:
 
 
 def _cmd_data_inspect(args: argparse.Namespace) -> int:
-    from medfew.data.sources.inspect import inspect_path
+    from medfew.data.sources import inspect_path
 
     report = inspect_path(args.path, data_root=args.data_root)
     print(json.dumps(report.to_dict(), indent=2) if args.json else report.format_text())
@@ -53,8 +53,8 @@ def _cmd_data_inspect(args: argparse.Namespace) -> int:
 
 
 def _cmd_data_fetch(args: argparse.Namespace) -> int:
-    from medfew.data.sources.catalog import resolve_data_root
-    from medfew.data.sources.fetch import fetch_datasets
+    from medfew.data.sources import resolve_data_root
+    from medfew.data.sources import fetch_datasets
 
     root = resolve_data_root(args.data_root)
     for path in fetch_datasets(args.names, size=args.size, data_root=root, progress=not args.quiet):

@@ -13,7 +13,7 @@ from torch import nn
 from medfew.data.episodes.episode import Episode
 from medfew.errors import ConfigError
 from medfew.methods import build_method
-from medfew.methods.gradient_based import TaskBatch
+from medfew.methods.tasks import TaskBatch
 from medfew.models import build_backbone
 
 SIZE = 16

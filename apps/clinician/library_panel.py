@@ -37,7 +37,7 @@ from medfew.store import (
     user_from_headers,
     write_audit,
 )
-from medfew.store.library import BROWSER_ID
+from medfew.store import BROWSER_ID
 
 Fingerprint = tuple[tuple[str, ...], tuple[tuple[str, str], ...]]
 """A support set's classes and ``(label, pixel sha256)`` per scan: equal fingerprints, equal sets."""

@@ -62,7 +62,7 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``medfew diagnose``; returns the exit status."""
-    from medfew.data.sources.manifest import manifest_from_folder
+    from medfew.data.sources import manifest_from_folder
     from medfew.diagnosis import DiagnosisSession
 
     report_path = _check_report_path(args.report)

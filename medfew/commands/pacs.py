@@ -111,7 +111,7 @@ def run_pull(args: argparse.Namespace) -> int:
 
 def run_diagnose(args: argparse.Namespace) -> int:
     """``medfew pacs diagnose``: adapt to ``--support``, diagnose every image of the series, maybe store back."""
-    from medfew.data.sources.manifest import manifest_from_folder
+    from medfew.data.sources import manifest_from_folder
     from medfew.diagnosis import DiagnosisSession
     from medfew.errors import ImageInputError, ImageReadError, SupportSetError
     from medfew.pacs import store_report

@@ -25,18 +25,18 @@ from __future__ import annotations
 import contextlib
 import inspect
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, ClassVar, NamedTuple
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.func import functional_call, vmap
+from torch.func import vmap
 
 from medfew.data.episodes.episode import Episode
 from medfew.errors import ConfigError
 from medfew.messages import short_repr
-from medfew.methods.base import AdaptedModel, FewShotMethod, StepOutput, support_classes
-from medfew.methods.functional import accuracy, linear_logits
+from medfew.methods.base import FewShotMethod, StepOutput, support_classes
+from medfew.methods.functional import accuracy
 from medfew.methods.inner_loop import (
     HEAD_BIAS,
     HEAD_INITS,
@@ -51,71 +51,11 @@ from medfew.methods.inner_optimizers import (
     InnerOptimizer,
     build_inner_optimizer,
 )
+from medfew.methods.tasks import FunctionalClassifier, TaskBatch
 from medfew.models.checks import check_bool, check_choice, check_int, check_positive
 from medfew.models.norm import running_stat_norms
 
 INNER_PARAMS: tuple[str, ...] = ("all", "head")
-
-
-class TaskBatch(NamedTuple):
-    """The episodes of a meta-batch stacked along a leading task axis ``T`` (one shape for all).
-
-    Attributes:
-        support_images: ``(T, S, C, H, W)``.
-        support_labels: ``(T, S)`` int64.
-        query_images: ``(T, M, C, H, W)``.
-        query_labels: ``(T, M)`` int64.
-        ways: ``N``, the same for every task.
-    """
-
-    support_images: torch.Tensor
-    support_labels: torch.Tensor
-    query_images: torch.Tensor
-    query_labels: torch.Tensor
-    ways: int
-
-    @staticmethod
-    def stack(episodes: Sequence[Episode]) -> TaskBatch | None:
-        """Stack episodes of one shape, or return ``None`` when they differ (ways, sizes, dtype, device)."""
-        if not episodes:
-            return None
-        first = episodes[0]
-
-        def signature(e: Episode) -> tuple:
-            return (e.ways, e.support_images.shape, e.query_images.shape, e.support_images.dtype,
-                    e.query_images.dtype, e.support_images.device, e.query_images.device)
-
-        if any(signature(e) != signature(first) for e in episodes[1:]):
-            return None
-        return TaskBatch(
-            torch.stack([e.support_images for e in episodes]),
-            torch.stack([e.support_labels for e in episodes]),
-            torch.stack([e.query_images for e in episodes]),
-            torch.stack([e.query_labels for e in episodes]),
-            first.ways,
-        )
-
-
-class FunctionalClassifier(AdaptedModel):
-    """A backbone run with adapted parameters (``functional_call``) followed by a linear head.
-
-    Attributes:
-        task: The adapted :class:`~medfew.methods.inner_loop.TaskParams` (detached at test time).
-    """
-
-    def __init__(self, backbone: nn.Module, task: TaskParams, buffers: Params) -> None:
-        self.backbone = backbone
-        self.task = task
-        self.buffers = buffers
-        self.n_classes = int(task.head_weight.shape[0])
-
-    def embed(self, images: torch.Tensor) -> torch.Tensor:
-        """``(M, C, H, W) -> (M, D)`` features under the adapted backbone parameters."""
-        return functional_call(self.backbone, {**self.task.backbone, **self.buffers}, (images,))
-
-    def predict(self, query_images: torch.Tensor) -> torch.Tensor:
-        """``(M, C, H, W) -> (M, N)`` logits."""
-        return linear_logits(self.embed(query_images), self.task.head_weight, self.task.head_bias)
 
 
 class GradientBasedMethod(FewShotMethod):

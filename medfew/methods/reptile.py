@@ -12,9 +12,10 @@ from torch.func import vmap
 from medfew.data.episodes.episode import Episode
 from medfew.methods.base import StepOutput
 from medfew.methods.functional import accuracy
-from medfew.methods.gradient_based import GradientBasedMethod, TaskBatch
+from medfew.methods.gradient_based import GradientBasedMethod
 from medfew.methods.inner_loop import gradients_enabled
 from medfew.methods.registry import register_method
+from medfew.methods.tasks import TaskBatch
 
 
 @register_method("reptile")

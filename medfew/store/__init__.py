@@ -20,11 +20,12 @@ from medfew.store.audit import (
 )
 from medfew.store.database import head_revision, migrate, open_database
 from medfew.store.errors import LibraryImportError, StoreError
-from medfew.store.library import Store, clean_name
+from medfew.store.library import BROWSER_ID, Store, clean_name
 from medfew.store.scans import CaseLibrary, StoredScan, encode_png, stored_scan
 from medfew.store.settings import DB_URL_ENV, database_url, default_database_path
 
 __all__ = [
+    "BROWSER_ID",
     "DB_URL_ENV",
     "AuditContext",
     "AuditRecord",
