@@ -53,8 +53,7 @@ def _cmd_data_inspect(args: argparse.Namespace) -> int:
 
 
 def _cmd_data_fetch(args: argparse.Namespace) -> int:
-    from medfew.data.sources import resolve_data_root
-    from medfew.data.sources import fetch_datasets
+    from medfew.data.sources import fetch_datasets, resolve_data_root
 
     root = resolve_data_root(args.data_root)
     for path in fetch_datasets(args.names, size=args.size, data_root=root, progress=not args.quiet):

@@ -23,6 +23,7 @@ from workspace import Workspace
 
 from medfew.errors import MedfewError
 from medfew.store import (
+    BROWSER_ID,
     AuditContext,
     CaseLibrary,
     Store,
@@ -37,7 +38,6 @@ from medfew.store import (
     user_from_headers,
     write_audit,
 )
-from medfew.store import BROWSER_ID
 
 Fingerprint = tuple[tuple[str, ...], tuple[tuple[str, str], ...]]
 """A support set's classes and ``(label, pixel sha256)`` per scan: equal fingerprints, equal sets."""
