@@ -10,6 +10,7 @@ study (:data:`PATIENT_ID`, :data:`ACCESSION`, :data:`STUDY_DATE`) with three str
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,6 +56,15 @@ def start_orthanc(folder: Path) -> LocalOrthanc:
             pytest.fail(message)
         pytest.skip(message)
     return LocalOrthanc(folder)
+
+
+def serve_orthanc(folder: Path) -> Iterator[LocalOrthanc]:
+    """The body of a module-scoped ``server`` fixture: a running Orthanc, stopped after the module."""
+    orthanc = start_orthanc(folder)
+    try:
+        yield orthanc
+    finally:
+        orthanc.stop()
 
 
 def _study_attributes(study_uid: str) -> dict[str, object]:

@@ -7,10 +7,11 @@ PACS configured), each a message that keeps the support set.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from orthanc_server import PATIENT_ID, SERIES_SIZES, start_orthanc, synthetic_study
+from orthanc_server import PATIENT_ID, SERIES_SIZES, serve_orthanc, synthetic_study
 from pydicom.uid import ComprehensiveSRStorage
 from test_app import Clinician
 
@@ -22,12 +23,8 @@ NOTE = "Reviewed at the PACS workstation"
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> LocalOrthanc:
-    orthanc = start_orthanc(tmp_path_factory.mktemp("orthanc"))
-    try:
-        yield orthanc
-    finally:
-        orthanc.stop()
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalOrthanc]:
+    yield from serve_orthanc(tmp_path_factory.mktemp("orthanc"))
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,7 @@ from orthanc_server import (
     SERIES_SIZES,
     LoadedPacs,
     load,
-    start_orthanc,
+    serve_orthanc,
 )
 from pydicom import dcmread
 from pydicom.uid import ComprehensiveSRStorage, EncapsulatedPDFStorage
@@ -42,12 +43,8 @@ WRONG_PASSWORD = "not-the-password-42"
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> LocalOrthanc:
-    orthanc = start_orthanc(tmp_path_factory.mktemp("orthanc"))
-    try:
-        yield orthanc
-    finally:
-        orthanc.stop()
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalOrthanc]:
+    yield from serve_orthanc(tmp_path_factory.mktemp("orthanc"))
 
 
 @pytest.fixture(scope="module")

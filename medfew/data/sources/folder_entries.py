@@ -7,12 +7,11 @@ an entry, so a FIFO is never opened (reading one would block).
 from __future__ import annotations
 
 import errno
-import os
 import stat
 from collections.abc import Iterator
 from pathlib import Path
 
-from medfew.data.sources.manifest import IMAGE_SUFFIXES, is_hidden
+from medfew.data.sources.manifest import IMAGE_SUFFIXES, is_hidden, walk_visible
 
 
 def named_like_image(path: Path) -> bool:
@@ -51,16 +50,9 @@ def unusable_entry(path: Path) -> str | None:
 
 def unusable_entries(root: Path) -> Iterator[tuple[Path, str]]:
     """Every entry below a class-per-folder root (links followed once) that :func:`unusable_entry` rejects."""
-    seen: set[str] = set()
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-        real = os.path.realpath(dirpath)
-        if real in seen:
-            dirnames[:] = []
-            continue
-        seen.add(real)
-        dirnames[:] = sorted(d for d in dirnames if not is_hidden(Path(d)))
-        for name in sorted(filenames) + dirnames:
-            path = Path(dirpath) / name
+    for dirpath, dirnames, filenames in walk_visible(root):
+        for name in filenames + dirnames:
+            path = dirpath / name
             reason = None if is_hidden(path) else unusable_entry(path)
             if reason is not None:
                 yield path, reason

@@ -194,17 +194,24 @@ def manifest_from_folder(folder: str | Path, *, name: str | None = None) -> Mani
     )
 
 
-def _walk_files(folder: Path) -> Iterator[Path]:
-    seen: set[str] = set()  # real paths visited: a symlink loop is walked once
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+def walk_visible(root: Path) -> Iterator[tuple[Path, list[str], list[str]]]:
+    """``os.walk(root, followlinks=True)`` in sorted order, without hidden folders, and visiting each
+    real folder once (a symlink loop is walked once): ``(folder, subfolder names, file names)``."""
+    seen: set[str] = set()
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
         real = os.path.realpath(dirpath)
         if real in seen:
             dirnames[:] = []
             continue
         seen.add(real)
         dirnames[:] = sorted(d for d in dirnames if not is_hidden(Path(d)))
-        for filename in sorted(filenames):
-            path = Path(dirpath) / filename
+        yield Path(dirpath), dirnames, sorted(filenames)
+
+
+def _walk_files(folder: Path) -> Iterator[Path]:
+    for dirpath, _, filenames in walk_visible(folder):
+        for filename in filenames:
+            path = dirpath / filename
             if not is_hidden(path) and path.is_file():
                 yield path
 
