@@ -10,7 +10,7 @@ import pytest
 import torch
 from monai.transforms import NormalizeIntensity
 
-from medfew.data.episodes import transforms
+from medfew.data import preprocessing
 from medfew.data.episodes.transforms import build_augmentation
 from medfew.data.preprocessing import normalize_batch, preprocess_batch, preprocess_image
 from medfew.data.readers import read_medmnist
@@ -141,7 +141,7 @@ def test_batch_matches_single_image_path() -> None:
 def test_batch_is_chunked_consistently(monkeypatch: pytest.MonkeyPatch) -> None:
     images = np.random.default_rng(6).integers(0, 256, (10, 28, 28), dtype=np.uint8)
     whole = preprocess_batch(images, image_size=40, channels=3)
-    monkeypatch.setattr(transforms, "_CHUNK", 3)  # 4 chunks of 3, 3, 3, 1
+    monkeypatch.setattr(preprocessing, "_CHUNK", 3)  # 4 chunks of 3, 3, 3, 1
     chunked = preprocess_batch(images, image_size=40, channels=3)
     # interpolation kernels vectorise differently by batch size: at most one grey level apart
     assert (chunked.int() - whole.int()).abs().max() <= 1
