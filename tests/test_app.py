@@ -270,3 +270,25 @@ def test_prediction_set_level_can_be_changed_or_turned_off(labelled: Clinician, 
     user.adapt().diagnose(query)
     assert not [i for i in user.texts("info") if i.startswith("Prediction sets:")]
     assert [m for m in user.texts("markdown") if m.startswith("**Prediction set (80%)**: ")]
+
+
+APP_DIR = Path(__file__).resolve().parents[1] / "apps" / "clinician"
+
+
+def test_no_bare_expression_in_the_app_script_would_be_written_onto_the_page() -> None:
+    """Streamlit "magic" writes a bare string or expression statement of the script it runs onto the
+    page (a constant's attribute docstring once showed above the title). Imported modules are not
+    transformed, so their attribute docstrings are fine."""
+    import ast
+
+    tree = ast.parse((APP_DIR / "app.py").read_text(encoding="utf-8"))
+    bare = [node.lineno for node in tree.body[1:]
+            if isinstance(node, ast.Expr) and not isinstance(node.value, ast.Call)]
+    assert bare == [], f"app.py: bare expressions at lines {bare}"
+
+
+def test_streamlit_magic_is_off_for_the_app() -> None:
+    import tomllib
+
+    config = tomllib.loads((APP_DIR.parents[1] / ".streamlit" / "config.toml").read_text(encoding="utf-8"))
+    assert config["runner"]["magicEnabled"] is False and config["client"]["toolbarMode"] == "viewer"

@@ -41,8 +41,7 @@ DEFAULT_CHECKPOINT = os.environ.get("MEDFEW_APP_CHECKPOINT", "default")
 HEADER_WINDOW = "from the file (VOI LUT / window)"
 WINDOWS = [HEADER_WINDOW, *WINDOW_PRESETS]
 GALLERY_COLUMNS = 6
-SET_LEVELS = {"80%": 0.2, "90%": 0.1, "95%": 0.05, "off": None}
-"""Prediction-set confidence -> alpha (the share of cases a set may miss the true class)."""
+SET_LEVELS = {"80%": 0.2, "90%": 0.1, "95%": 0.05, "off": None}  # set confidence -> alpha (share a set may miss)
 DEFAULT_SET_LEVEL = next(label for label, alpha in SET_LEVELS.items() if alpha == DEFAULT_ALPHA)
 
 
