@@ -19,6 +19,7 @@ from monai.transforms import (
     RandScaleIntensity,
 )
 
+from medfew.data.episodes.augment import RANGES, BatchAugmentation
 from medfew.data.preprocessing import plain_tensor
 from medfew.errors import ConfigError
 
@@ -67,8 +68,6 @@ def build_augmentation(
     if strength == "none":
         return _identity
     if backend == "batched":
-        from medfew.data.episodes.augment import BatchAugmentation
-
         return BatchAugmentation(strength, seed, flip=flip)
     if backend != "monai":
         raise ConfigError(f"unknown augmentation backend {backend!r}; expected 'batched' or 'monai'")
@@ -112,16 +111,16 @@ class _Augmentation:
 
 
 def _transforms(strength: str, h: int, w: int, flip: bool, device: torch.device) -> list:
-    strong = strength == "strong"
-    rotate, scale, shift = (np.deg2rad(20), 0.2, 0.10) if strong else (np.deg2rad(10), 0.1, 0.06)
-    p = 0.5 if strong else 0.3
+    """The MONAI pipeline of one strength, with the ranges of :data:`medfew.data.episodes.augment.RANGES`
+    (the one table both backends read)."""
+    r = RANGES[strength]
     out: list = [
         RandAffine(
-            prob=0.9 if strong else 0.8,
-            rotate_range=rotate,
-            scale_range=(scale, scale),
-            translate_range=(shift * h, shift * w),
-            shear_range=(0.1, 0.1) if strong else None,
+            prob=r.p_affine,
+            rotate_range=np.deg2rad(r.rotate_deg),
+            scale_range=(r.scale, r.scale),
+            translate_range=(r.translate * h, r.translate * w),
+            shear_range=(r.shear, r.shear) if r.shear else None,
             padding_mode="zeros",
             device=device,
         ),
@@ -129,11 +128,11 @@ def _transforms(strength: str, h: int, w: int, flip: bool, device: torch.device)
     if flip:
         out.append(RandFlip(prob=0.5, spatial_axis=1))
     out += [
-        RandGaussianNoise(prob=p, std=0.05 if strong else 0.02),
-        RandAdjustContrast(prob=p, gamma=(0.6, 1.6) if strong else (0.8, 1.25)),
-        RandScaleIntensity(prob=p, factors=0.2 if strong else 0.1),
+        RandGaussianNoise(prob=r.p_intensity, std=r.noise_std),
+        RandAdjustContrast(prob=r.p_intensity, gamma=r.gamma),
+        RandScaleIntensity(prob=r.p_intensity, factors=r.intensity),
     ]
-    if strong:
+    if r.p_dropout:
         # Cutout-style occlusion: 1-3 holes of 1/9 to 1/4 of the side. (RandGaussianSmooth was tried and
         # cost ~20 ms per 28 x 28 image on CPU, 20x the rest of the pipeline.)
         side = min(h, w)
@@ -144,7 +143,7 @@ def _transforms(strength: str, h: int, w: int, flip: bool, device: torch.device)
                 spatial_size=max(1, side // 9),
                 max_spatial_size=max(1, side // 4),
                 fill_value=0.0,
-                prob=0.3,
+                prob=r.p_dropout,
             )
         )
     return out
