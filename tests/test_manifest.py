@@ -10,10 +10,10 @@ import pytest
 from synthetic import write_dicom, write_png
 
 from medfew.data.sources.catalog import dataset_info
+from medfew.data.sources.folder_entries import classify_file
 from medfew.data.sources.manifest import (
     Manifest,
     ManifestRow,
-    classify_file,
     manifest_from_catalog,
     manifest_from_csv,
     manifest_from_folder,

@@ -1,17 +1,71 @@
-"""Folder entries that can never be images: broken or looping symbolic links, FIFOs, sockets, devices, ``x.png/``.
+"""What a folder holds, for manifests and ``data inspect``: which files are image candidates
+(:func:`classify_file`), which are OS clutter (:func:`is_hidden`), a loop-safe walk
+(:func:`walk_visible`), and the entries that can never be images (broken or looping symbolic links,
+FIFOs, sockets, devices, ``x.png/``).
 
-``data inspect`` lists them as problems instead of skipping them silently. Only ``stat`` is called on
+``data inspect`` lists the latter as problems instead of skipping them silently. Only ``stat`` is called on
 an entry, so a FIFO is never opened (reading one would block).
 """
 
 from __future__ import annotations
 
 import errno
+import os
 import stat
 from collections.abc import Iterator
 from pathlib import Path
 
-from medfew.data.sources.manifest import IMAGE_SUFFIXES, is_hidden, walk_visible
+from medfew.data.readers import sniff_format
+from medfew.errors import ImageReadError
+
+IMAGE_SUFFIXES = frozenset(
+    {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp", ".dcm", ".dicom", ".dic", ".nii"}
+)
+IMAGE_FORMATS = frozenset({"dicom", "png", "jpeg", "tiff", "bmp", "nifti"})
+"""Formats (as :func:`~medfew.data.readers.sniff_format` names them) that are images."""
+_JUNK_NAMES = frozenset({"__MACOSX", "Thumbs.db", "desktop.ini"})
+
+
+def is_hidden(path: Path) -> bool:
+    """Whether a file or folder is OS clutter ignored silently (``.DS_Store``, ``__MACOSX``, dotfiles)."""
+    return path.name.startswith(".") or path.name in _JUNK_NAMES
+
+
+def classify_file(path: Path) -> tuple[bool, str]:
+    """Whether a file is an image candidate, and why not when it is not.
+
+    A known image suffix is enough (a broken ``.png`` still counts: decoding reports it later).
+    Files without one are recognised by content, so a DICOM named ``IM0001`` counts.
+
+    Returns:
+        ``(True, "")`` for an image candidate, else ``(False, reason)``.
+    """
+    name = path.name.lower()
+    if path.suffix.lower() in IMAGE_SUFFIXES or name.endswith(".nii.gz"):
+        return True, ""
+    try:
+        fmt = sniff_format(path)
+    except ImageReadError as exc:
+        return False, exc.reason
+    except OSError as exc:
+        return False, f"cannot read file ({exc})"
+    if fmt not in IMAGE_FORMATS:
+        return False, f"a {fmt} file, not an image"
+    return True, ""
+
+
+def walk_visible(root: Path) -> Iterator[tuple[Path, list[str], list[str]]]:
+    """``os.walk(root, followlinks=True)`` in sorted order, without hidden folders, and visiting each
+    real folder once (a symlink loop is walked once): ``(folder, subfolder names, file names)``."""
+    seen: set[str] = set()
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in seen:
+            dirnames[:] = []
+            continue
+        seen.add(real)
+        dirnames[:] = sorted(d for d in dirnames if not is_hidden(Path(d)))
+        yield Path(dirpath), dirnames, sorted(filenames)
 
 
 def named_like_image(path: Path) -> bool:

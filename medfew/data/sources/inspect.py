@@ -35,17 +35,16 @@ from PIL import Image
 
 from medfew.data.readers import load_image, read_dicom_metadata, read_medmnist, sniff_format
 from medfew.data.sources.catalog import DatasetInfo, dataset_info, is_catalog_name, npz_dataset_name, resolve_data_root
-from medfew.data.sources.folder_entries import named_like_image, unusable_entries, unusable_entry
+from medfew.data.sources.folder_entries import (
+    IMAGE_FORMATS,
+    is_hidden,
+    named_like_image,
+    unusable_entries,
+    unusable_entry,
+)
 from medfew.data.sources.inspection_report import ClassSummary, InspectionReport
 from medfew.data.sources.kinds import NpzSource, dataset_kind
-from medfew.data.sources.manifest import (
-    IMAGE_FORMATS,
-    Manifest,
-    ManifestRow,
-    is_hidden,
-    manifest_from_csv,
-    manifest_from_folder,
-)
+from medfew.data.sources.manifest import Manifest, ManifestRow, manifest_from_csv, manifest_from_folder
 from medfew.errors import DatasetNotFoundError, ImageReadError
 
 _ROOT_FILE = "not inside a class folder"

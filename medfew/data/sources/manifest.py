@@ -24,22 +24,14 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from medfew.data.readers import sniff_format
 from medfew.data.sources.catalog import DatasetInfo, dataset_info, resolve_data_root
-from medfew.errors import DatasetNotFoundError, ImageReadError, ManifestError
+from medfew.data.sources.folder_entries import classify_file, is_hidden, walk_visible
+from medfew.errors import DatasetNotFoundError, ManifestError
 from medfew.messages import close_match_hint, short_repr
 
 SPLITS = ("train", "val", "test")
 CSV_REQUIRED_COLUMNS = ("path", "label")
 CSV_OPTIONAL_COLUMNS = ("group", "split")
-IMAGE_SUFFIXES = frozenset(
-    {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp", ".dcm", ".dicom", ".dic", ".nii"}
-)
-IMAGE_FORMATS = frozenset({"dicom", "png", "jpeg", "tiff", "bmp", "nifti"})
-"""Formats (as :func:`~medfew.data.readers.sniff_format` names them) that are images."""
-_JUNK_NAMES = frozenset({"__MACOSX", "Thumbs.db", "desktop.ini"})
-
-
 @dataclass(frozen=True)
 class ManifestRow:
     """One image of a manifest.
@@ -124,34 +116,6 @@ class Manifest:
 # ------------------------------------------------------------------------------ folder builder
 
 
-def is_hidden(path: Path) -> bool:
-    """Whether a file or folder is OS clutter ignored silently (``.DS_Store``, ``__MACOSX``, dotfiles)."""
-    return path.name.startswith(".") or path.name in _JUNK_NAMES
-
-
-def classify_file(path: Path) -> tuple[bool, str]:
-    """Whether a file is an image candidate, and why not when it is not.
-
-    A known image suffix is enough (a broken ``.png`` still counts: decoding reports it later).
-    Files without one are recognised by content, so a DICOM named ``IM0001`` counts.
-
-    Returns:
-        ``(True, "")`` for an image candidate, else ``(False, reason)``.
-    """
-    name = path.name.lower()
-    if path.suffix.lower() in IMAGE_SUFFIXES or name.endswith(".nii.gz"):
-        return True, ""
-    try:
-        fmt = sniff_format(path)
-    except ImageReadError as exc:
-        return False, exc.reason
-    except OSError as exc:
-        return False, f"cannot read file ({exc})"
-    if fmt not in IMAGE_FORMATS:
-        return False, f"a {fmt} file, not an image"
-    return True, ""
-
-
 def manifest_from_folder(folder: str | Path, *, name: str | None = None) -> Manifest:
     """Build a manifest from a class-per-folder layout.
 
@@ -192,20 +156,6 @@ def manifest_from_folder(folder: str | Path, *, name: str | None = None) -> Mani
         source=str(root),
         ignored=tuple(ignored),
     )
-
-
-def walk_visible(root: Path) -> Iterator[tuple[Path, list[str], list[str]]]:
-    """``os.walk(root, followlinks=True)`` in sorted order, without hidden folders, and visiting each
-    real folder once (a symlink loop is walked once): ``(folder, subfolder names, file names)``."""
-    seen: set[str] = set()
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-        real = os.path.realpath(dirpath)
-        if real in seen:
-            dirnames[:] = []
-            continue
-        seen.add(real)
-        dirnames[:] = sorted(d for d in dirnames if not is_hidden(Path(d)))
-        yield Path(dirpath), dirnames, sorted(filenames)
 
 
 def _walk_files(folder: Path) -> Iterator[Path]:
