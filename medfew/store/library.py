@@ -16,6 +16,7 @@ import unicodedata
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from sqlalchemy import delete, func, select
 from sqlalchemy.exc import SQLAlchemyError
@@ -136,13 +137,7 @@ class Store:
             rows = session.scalars(self._versions(name, version)).unique().all()
             if not rows:
                 raise StoreError(self._missing(session, name, version))
-            for row in rows:
-                support = row.support
-                session.delete(row)
-                session.delete(support)
-            session.flush()
-            _drop_unused_images(session)
-            return len(rows)
+            return _delete_with_support(session, rows)
 
     # ---------------------------------------------------------------- drafts (autosave)
     def save_draft(self, browser_id: str, classes: Sequence[str], scans: Sequence[StoredScan]) -> None:
@@ -183,13 +178,7 @@ class Store:
         """Forget the drafts not updated for ``older_than`` (and their pixels); returns how many went."""
         with self.transaction() as session:
             rows = session.scalars(select(DraftRow).where(DraftRow.updated_at < utc_now() - older_than)).unique().all()
-            for row in rows:
-                support = row.support
-                session.delete(row)
-                session.delete(support)
-            session.flush()
-            _drop_unused_images(session)
-            return len(rows)
+            return _delete_with_support(session, rows)
 
     # ---------------------------------------------------------------- helpers
     @contextmanager
@@ -234,6 +223,18 @@ def _support_row(session: Session, classes: Sequence[str], scans: Sequence[Store
             session.flush()
         rows.append(SupportScanRow(position=position, label=scan.label, image_sha256=scan.sha256))
     return SupportSetRow(classes=names, scans=rows)
+
+
+def _delete_with_support(session: Session, rows: Sequence[Any]) -> int:
+    """Delete library versions or drafts with their support sets, then the pixels nothing uses; returns
+    how many rows went."""
+    for row in rows:
+        support = row.support
+        session.delete(row)
+        session.delete(support)
+    session.flush()
+    _drop_unused_images(session)
+    return len(rows)
 
 
 def _drop_unused_images(session: Session) -> None:
