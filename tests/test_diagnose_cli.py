@@ -206,3 +206,26 @@ def test_a_weak_support_set_is_a_warning(checkpoint: Path, tmp_path: Path, capsy
     accuracy = float(loo_line.split(": ")[1].split("%")[0]) / 100
     assert accuracy < 0.7
     assert "WARNING: Weak support set" in out and "Add more scans to each class" in out
+
+
+def test_a_new_report_format_is_one_writer_and_one_registration_line(
+    checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from medfew.reporting import REPORT_WRITERS, DiagnosticReport
+
+    def write_text(report: DiagnosticReport, path: Path) -> Path:  # the whole of a new writer
+        lines = [f"{q.alias}: {q.prediction} ({100 * q.probabilities[q.prediction]:.0f}%)" for q in report.queries]
+        Path(path).write_text("\n".join(lines) + "\n", encoding="utf-8")
+        return Path(path)
+
+    rng = np.random.default_rng(5)
+    support = support_folder(tmp_path / "support", rng, {"coarse": COARSE, "fine": FINE})
+    query = tmp_path / "query.png"
+    Image.fromarray(stripes_uint8(FINE, rng)).save(query)
+    base = ["diagnose", "--checkpoint", str(checkpoint), "--support", str(support), "--query", str(query)]
+    code, _, err = run(capsys, *base, "--report", str(tmp_path / "r.txt"))
+    assert code == 2 and "must end in .pdf, .json, .dcm" in err
+    monkeypatch.setitem(REPORT_WRITERS, ".txt", write_text)  # the one registration line
+    code, out, err = run(capsys, *base, "--report", str(tmp_path / "r.txt"))
+    assert code == 0, err
+    assert (tmp_path / "r.txt").read_text().startswith("Q1") and "fine (" in (tmp_path / "r.txt").read_text()

@@ -22,7 +22,7 @@ from medfew.errors import ConfigError, ImageInputError, ImageReadError, SupportS
 if TYPE_CHECKING:
     from medfew.diagnosis import DiagnosisSession, LeaveOneOutResult, Prediction
 
-REPORT_SUFFIXES = (".pdf", ".json", ".dcm")
+DICOM_SUFFIX = ".dcm"
 EXIT_SKIPPED = 1
 """Exit status when the run finished but some files were skipped as unreadable."""
 
@@ -100,9 +100,12 @@ def run(args: argparse.Namespace) -> int:
 def _check_report_path(report: str | None) -> Path | None:
     if report is None:
         return None
+    from medfew.reporting import REPORT_WRITERS
+
     path = Path(report)
-    if path.suffix.lower() not in REPORT_SUFFIXES:
-        raise ConfigError(f"--report {path}: the file must end in {', '.join(REPORT_SUFFIXES)}")
+    suffixes = (*REPORT_WRITERS, DICOM_SUFFIX)
+    if path.suffix.lower() not in suffixes:
+        raise ConfigError(f"--report {path}: the file must end in {', '.join(suffixes)}")
     if path.is_dir():
         raise ConfigError(f"--report {path}: is a directory; give a file name such as {path / 'report.pdf'}")
     if not path.parent.is_dir():
@@ -123,15 +126,15 @@ def _try(strict: bool, skipped: _Skipped, role: str, path: str | Path, action: A
 
 def _write_reports(session: DiagnosisSession, diagnosed: list[tuple[str, Prediction]],
                    loo: LeaveOneOutResult | None, path: Path, args: argparse.Namespace) -> list[Path]:
-    from medfew.reporting import build_report, report_inputs, write_dicom, write_json, write_pdf
+    from medfew.reporting import REPORT_WRITERS, build_report, report_inputs, write_dicom
 
     inputs = report_inputs(session)
     predictions = [p for _, p in diagnosed]
     suffix = path.suffix.lower()
-    if suffix != ".dcm":
+    if suffix != DICOM_SUFFIX:
         report = build_report(inputs, predictions, notes=args.note or "", include_identifiers=args.include_identifiers,
                               leave_one_out=loo)
-        (write_pdf if suffix == ".pdf" else write_json)(report, path)
+        REPORT_WRITERS[suffix](report, path)
         return [path]
     not_dicom = [query for query, p in diagnosed if p.dicom is None]
     if not_dicom:

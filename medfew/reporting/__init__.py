@@ -22,15 +22,18 @@ from medfew.reporting.report import (
     training_domains,
 )
 from medfew.reporting.sr_writer import render_sr, sr_dataset, write_sr
+from medfew.reporting.writers import REPORT_WRITERS, ReportWriter
 
 __all__ = [
     "DISCLAIMER",
+    "REPORT_WRITERS",
     "DiagnosticReport",
     "ModelSummary",
     "QueryImages",
     "QueryResult",
     "ReportInputs",
     "ReportSettings",
+    "ReportWriter",
     "SupportSummary",
     "build_report",
     "query_images",
