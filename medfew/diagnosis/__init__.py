@@ -11,7 +11,7 @@ from medfew.diagnosis.prediction import (
 )
 from medfew.diagnosis.saliency import SALIENCY_CAVEAT, SaliencyMapper, last_conv_layer
 from medfew.diagnosis.session import DiagnosisSession
-from medfew.diagnosis.support import SupportScan, support_shortfall
+from medfew.diagnosis.support import SupportScan
 from medfew.diagnosis.uncertainty import (
     OOD_FACTOR,
     UNCERTAIN_THRESHOLD,
@@ -20,6 +20,7 @@ from medfew.diagnosis.uncertainty import (
 )
 from medfew.diagnosis.uploads import LabelledUpload, UploadProblem, expand_class_zip
 from medfew.evaluation.conformal import DEFAULT_ALPHA
+from medfew.methods.base import support_shortfall
 
 __all__ = [
     "DEFAULT_ALPHA",

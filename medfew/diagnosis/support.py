@@ -16,7 +16,7 @@ from medfew.diagnosis.prediction import LeaveOneOutResult
 from medfew.errors import ConfigError, SupportSetError
 from medfew.methods.base import MIN_CLASSES, MIN_LEAVE_ONE_OUT, support_shortfall
 
-__all__ = ["SupportScan", "SupportSet", "check_label", "support_shortfall"]
+__all__ = ["SupportScan", "SupportSet", "check_label"]
 
 
 @dataclass(frozen=True)

@@ -46,7 +46,13 @@ import torch
 from crepes import ConformalClassifier
 
 from medfew.errors import ConfigError, EpisodeError
-from medfew.methods.base import FewShotMethod, check_leave_one_out, support_classes
+from medfew.methods.base import (
+    MIN_LEAVE_ONE_OUT,
+    FewShotMethod,
+    check_leave_one_out,
+    support_classes,
+    support_shortfall,
+)
 
 DEFAULT_ALPHA = 0.1
 """Default miscoverage level: sets meant to hold the true class in at least 90% of cases."""
@@ -198,12 +204,13 @@ def leave_one_out_unavailable(support_labels: torch.Tensor | np.ndarray,
         class_names: ``(N,)`` names used in the message (positions otherwise).
     """
     labels = _as_array(support_labels, "support_labels").astype(np.int64)
-    counts = np.bincount(labels, minlength=len(class_names) if class_names is not None else 0)
-    single = [int(c) for c in np.flatnonzero(counts < 2)]
+    counts = np.bincount(labels, minlength=len(class_names) if class_names is not None else 0).tolist()
+    _, single = support_shortfall(dict(enumerate(counts)), per_class=MIN_LEAVE_ONE_OUT)
     if not single:
         return None
     names = [class_names[c] for c in single] if class_names is not None else single
-    return (f"class{'es' if len(single) > 1 else ''} {names} ha{'ve' if len(single) > 1 else 's'} fewer than 2 "
+    plural = len(single) > 1
+    return (f"class{'es' if plural else ''} {names} ha{'ve' if plural else 's'} fewer than {MIN_LEAVE_ONE_OUT} "
             "support scans, so leave-one-out cannot score them and there is no prediction set")
 
 

@@ -23,7 +23,7 @@ from medfew.data.episodes.augment import RANGES, BatchAugmentation
 from medfew.data.preprocessing import plain_tensor
 from medfew.errors import ConfigError
 
-AUGMENTATION_STRENGTHS: tuple[str, ...] = ("none", "standard", "strong")
+AUGMENTATION_STRENGTHS: tuple[str, ...] = ("none", *RANGES)
 
 
 def build_augmentation(
