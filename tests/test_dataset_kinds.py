@@ -68,8 +68,9 @@ def test_an_unregistered_kind_is_refused_by_name(catalogue: Path) -> None:
 
 
 def test_a_new_kind_is_one_module_and_one_registration_line(
-    catalogue: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    catalogue: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
 ) -> None:
+    request.addfinalizer(lambda: sys.modules.pop("dicom_folder_kind", None))  # forget the plugin, pass or fail
     package = tmp_path / "plugins"
     package.mkdir()
     (package / "dicom_folder_kind.py").write_text(DICOM_FOLDER_KIND)
@@ -95,4 +96,3 @@ def test_a_new_kind_is_one_module_and_one_registration_line(
     (tmp_path / "empty").mkdir()
     with pytest.raises(DatasetNotFoundError, match="toyct.*not found"):
         load_pool("toyct", data_root=tmp_path / "empty", image_size=16, cache=False)
-    sys.modules.pop("dicom_folder_kind", None)

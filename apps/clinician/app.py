@@ -273,14 +273,14 @@ def outcome_card(workspace: Workspace, index: int, outcome: QueryOutcome, versio
         st.subheader(f"{outcome.name}: {p.predicted} ({100 * p.probabilities[p.predicted]:.0f}%)")
         st.caption(f"In the report: {alias}")
         scan, chart, saliency = st.columns([1, 2, 1])
-        scan.image(outcome.thumbnail, caption="Scan", width="stretch")
+        scan.image(outcome.images.thumbnail_png, caption="Scan", width="stretch")
         with chart:  # one bar per class on the same 0-100% scale, most probable first, value printed
             for name, value in sorted(p.probabilities.items(), key=lambda item: -item[1]):
                 st.progress(min(max(value, 0.0), 1.0), text=f"{name}: {100 * value:.1f}%")
         chart.caption(f"Calibrated probabilities (temperature T = {p.temperature:.3g})" if p.temperature != 1.0
                       else "Probabilities (this model is not calibrated)")
-        if outcome.overlay is not None:
-            saliency.image(outcome.overlay, caption="Grad-CAM saliency", width="stretch")
+        if outcome.images.saliency_overlay_png is not None:
+            saliency.image(outcome.images.saliency_overlay_png, caption="Grad-CAM saliency", width="stretch")
             saliency.caption(SALIENCY_CAVEAT)
         prediction_set_lines(p)
         if p.uncertain:

@@ -33,11 +33,11 @@ from medfew.reporting import (
     DiagnosticReport,
     QueryImages,
     build_report,
+    query_images,
     render_dicom,
     render_pdf,
     report_inputs,
     report_json,
-    saliency_overlay_png,
     thumbnail_png,
 )
 from medfew.suggest import with_options
@@ -74,15 +74,14 @@ class QueryOutcome:
         name: The upload's file name (screen only).
         data: The uploaded bytes (the DICOM report is filed against them).
         prediction: The session's prediction.
-        thumbnail: PNG of the decoded scan.
-        overlay: PNG of the Grad-CAM overlay, or ``None``.
+        images: PNGs of the decoded scan and of its Grad-CAM overlay, drawn once for the screen and
+            the reports.
     """
 
     name: str
     data: bytes = field(repr=False)
     prediction: Prediction = field(repr=False)
-    thumbnail: bytes = field(repr=False)
-    overlay: bytes | None = field(repr=False)
+    images: QueryImages
 
     @property
     def is_dicom(self) -> bool:
@@ -313,10 +312,8 @@ class Workspace:
             except Exception as exc:  # noqa: BLE001 - one bad upload never loses the rest of the batch
                 problems.append(_unexpected(name, exc))
                 continue
-            overlay = (None if prediction.saliency is None
-                       else saliency_overlay_png(prediction.model_input, prediction.saliency))
-            outcomes.append(QueryOutcome(name=name, data=data, prediction=prediction,
-                                         thumbnail=thumbnail_png(prediction.image), overlay=overlay))
+            images = query_images(prediction.image, prediction.model_input, prediction.saliency)
+            outcomes.append(QueryOutcome(name=name, data=data, prediction=prediction, images=images))
         self.outcomes = outcomes
         self.notes = [""] * len(outcomes)
         self.results_version += 1
@@ -340,7 +337,7 @@ class Workspace:
             report_inputs(self.session), [self.outcomes[i].prediction for i in indices],
             notes=[notes[i] for i in indices], include_identifiers=include_identifiers,
             leave_one_out=self.leave_one_out,
-            images=[QueryImages(self.outcomes[i].thumbnail, self.outcomes[i].overlay) for i in indices],
+            images=[self.outcomes[i].images for i in indices],
         )
 
     def report_files(self, notes: Sequence[str] | None = None, *,

@@ -65,10 +65,7 @@ def load_input(image: ImageInput, name: str | None = None, *, window: Window | s
     """
     if isinstance(image, LoadedImage):
         return image
-    if isinstance(image, (str, Path)):  # one sniff, one parse: pixels and DICOM header together
-        pixels, meta = load_image_with_meta(image, window=window)
-        dicom = meta.dicom
-    elif isinstance(image, (bytes, bytearray)):
+    if isinstance(image, (str, Path, bytes, bytearray)):  # one sniff, one parse: pixels and DICOM header together
         pixels, meta = load_image_with_meta(image, name=name or "<upload>", window=window)
         dicom = meta.dicom
     elif isinstance(image, (np.ndarray, torch.Tensor)):

@@ -3,7 +3,8 @@
 Each ``data_manifests/<name>.json`` describes one dataset relative to a *data root* (never pixels,
 never patient data): its files and checksums, licence, citation, class names in label order and
 official split counts. This module finds those files, parses and validates them into frozen
-:class:`DatasetInfo` objects, resolves the data root and verifies file checksums.
+:class:`DatasetInfo` objects (each kind parses its own keys: :mod:`medfew.data.sources.kinds`) and
+resolves the data root; file checksums are :mod:`medfew.data.sources.checksums`.
 
 Where the manifests are found, first match wins:
 
@@ -74,8 +75,8 @@ class DatasetInfo:
 
     Attributes:
         name: Catalogue name, e.g. ``"bloodmnist"``.
-        kind: ``"medmnist"`` (one ``.npz`` per image size) or ``"folder_csv"`` (image folder plus
-            a metadata CSV).
+        kind: A registered kind (:func:`~medfew.data.sources.kinds.known_kinds`): ``"medmnist"`` (one
+            ``.npz`` per image size) or ``"folder_csv"`` (image folder plus a metadata CSV).
         title: Human-readable title.
         description: One-paragraph description.
         modality: Imaging modality, in words.
